@@ -1,0 +1,288 @@
+"""``stpipe``: run each pipeline stage from the command line (the same functions Airflow runs).
+
+Settings come from ``PIPELINE_*`` environment variables (see ``stpipe settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import PipelineError
+
+app = typer.Typer(
+    help=(
+        "Classify video and audio clips: ingest -> extract (VGG-16 features) -> train "
+        "(LSTM head) -> score (predictions into SQL). Settings come from PIPELINE_* "
+        "environment variables; `stpipe settings` shows them."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+log = logging.getLogger("pipeline.cli")
+
+
+class RichProgress:
+    """:class:`pipeline.progress.Progress` as a rich progress bar with rate and ETA."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._frames = 0
+        self._started = 0.0
+
+    def start(self, description: str, total: int, unit: str = "items") -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, rate="")
+        self._frames = 0
+        self._started = datetime.now().timestamp()
+
+    def advance(self, items: int = 1, frames: int = 0) -> None:
+        if self._bar is None:
+            return
+        self._frames += frames
+        elapsed = max(datetime.now().timestamp() - self._started, 1e-6)
+        rate = f"{self._frames / elapsed:.1f} frames/s" if self._frames else ""
+        self._bar.update(self._task, advance=items, rate=rate)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("numba", "matplotlib", "absl", "h5py", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except PipelineError as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> Any:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=1)
+
+
+def _show(title: str, summary: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in summary.items():
+        if isinstance(value, list) and len(value) > 6:
+            value = ", ".join(map(str, value[:6])) + f", ... ({len(value)} in all)"
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def ingest(
+    directory: Annotated[
+        str | None,
+        typer.Argument(
+            help="Folder (or URI) to scan. Default: the landing folder, where files under "
+            "labelled/<label>/ are labelled and all others unlabelled.",
+            show_default=False,
+        ),
+    ] = None,
+    labelled: Annotated[
+        bool, typer.Option("--labelled", help="Files under DIR/<label>/... get label <label>.")
+    ] = False,
+) -> None:
+    """Register media files: hash, probe, copy to the media store, quarantine bad ones."""
+    from pipeline.stages import run_ingest
+
+    if labelled and directory is None:
+        _fail(PipelineError("--labelled needs a DIR; the landing folder uses labelled/<label>/"))
+    settings = _settings()
+    try:
+        summary = run_ingest(settings, directory, labelled=labelled, progress=RichProgress())
+    except PipelineError as exc:
+        _fail(exc)
+    _show("ingest", summary.as_dict())
+
+
+@app.command()
+def extract() -> None:
+    """Compute and cache VGG-16 features for every ok clip lacking them (Parquet + TFRecord)."""
+    from pipeline.stages import run_extract
+
+    settings = _settings()
+    try:
+        summary = run_extract(settings, progress=RichProgress())
+    except PipelineError as exc:
+        _fail(exc)
+    _show("extract", summary.as_dict())
+
+
+@app.command()
+def train(
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Clips per training batch.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="Nadam learning rate.")] = 0.002,
+    patience: Annotated[int, typer.Option(help="Epochs without val-loss progress.")] = 8,
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            help="Make the new version production. Default: only if none exists yet.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Train the LSTM(256) -> Dense(1024) -> softmax head on cached features; register it."""
+    from pipeline.stages import run_train
+    from pipeline.train import TrainParams
+
+    settings = _settings()
+    try:
+        params = TrainParams(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            patience=patience,
+            seed=settings.seed,
+        )
+    except ValueError as exc:
+        _fail(exc)
+    try:
+        result = run_train(settings, params, promote=promote)
+    except PipelineError as exc:
+        _fail(exc)
+    _show("train", result.as_dict())
+
+
+@app.command()
+def score(
+    run_id: Annotated[
+        str | None, typer.Option(help="Recorded with each prediction. Default: cli-<UTC time>.")
+    ] = None,
+) -> None:
+    """Predict every ok clip that has no prediction from the production model."""
+    from pipeline.stages import run_score
+
+    settings = _settings()
+    now = datetime.now(UTC)
+    try:
+        summary = run_score(
+            settings,
+            run_id=run_id or f"cli-{now:%Y%m%dT%H%M%SZ}",
+            logical_date=now,
+            progress=RichProgress(),
+        )
+    except PipelineError as exc:
+        _fail(exc)
+    _show("score", summary.as_dict())
+
+
+@app.command()
+def status() -> None:
+    """What the warehouse holds: clips, quarantined files, models, predictions per label."""
+    from pipeline.report import pipeline_report, render_report
+
+    settings = _settings()
+    try:
+        report = pipeline_report(settings)
+    except PipelineError as exc:
+        _fail(exc)
+    render_report(report, out)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings and the feature settings hash."""
+    settings = _settings()
+    table = Table(title="settings (PIPELINE_<NAME>)", title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("value")
+    for name, value in settings.model_dump().items():
+        table.add_row(name, str(value))
+    table.add_row("warehouse (resolved)", settings.warehouse)
+    table.add_row("settings_hash", settings.settings_hash)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    airflow: Annotated[
+        bool,
+        typer.Option(
+            "--airflow/--no-airflow",
+            help="Run the four DAGs with `airflow dags test` (default), or call the stages "
+            "directly.",
+        ),
+    ] = True,
+    clips_per_class: Annotated[int, typer.Option(help="Labelled clips per demo class.")] = 60,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
+) -> None:
+    """Generate a synthetic video + audio corpus, run the whole pipeline on it, summarise.
+
+    Unless set in the environment, the demo uses PIPELINE_CNN_WEIGHTS=none and
+    PIPELINE_IMAGE_SIZE=64 so it needs no download and runs in minutes on a laptop CPU.
+    """
+    from pipeline.demo import DEMO_DEFAULTS, run_demo
+
+    overrides = {k: v for k, v in DEMO_DEFAULTS.items() if f"PIPELINE_{k.upper()}" not in os.environ}
+    try:
+        settings = load_settings(**overrides)
+        run_demo(settings, use_airflow=airflow, clips_per_class=clips_per_class, epochs=epochs, console=out)
+    except PipelineError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+

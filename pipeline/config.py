@@ -1,0 +1,236 @@
+"""Settings: one typed object, built once at the edge (CLI command, Airflow task) and passed down.
+
+Every field comes from an environment variable ``PIPELINE_<FIELD>`` (for example
+``PIPELINE_IMAGE_SIZE=64``). ``PIPELINE_SETTINGS_FILE`` may name a TOML file whose keys
+(lower-case field names) fill in whatever the environment does not set.
+
+Defaults for the sequences each clip becomes:
+
+* video: ``frames_per_clip`` = 16 frames sampled uniformly over the clip;
+* audio: mono, resampled to ``sample_rate`` = 16 kHz; log-mel spectrogram with ``n_mels`` = 64
+  bands, 25 ms analysis window and 10 ms hop; cut into ``audio_window_seconds`` = 0.32 s windows
+  every ``audio_hop_seconds`` = 0.16 s. VGGish uses 0.96 s windows for general audio events;
+  0.32 s suits short events such as spoken words (a digit in FSDD lasts about 0.3-0.8 s, so it
+  spans 2-5 windows and the LSTM sees how its spectrum changes). Longer audio is capped at
+  ``max_frames`` windows (the first 2.72 s by default); shorter audio is padded to one window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import ConfigError
+
+#: Bump when the extraction code changes the numbers it writes for the same settings.
+EXTRACTOR_VERSION = 1
+
+Precision = Literal["float32", "bfloat16", "auto"]
+
+
+class Settings(BaseSettings):
+    """All pipeline settings. Paths may be local paths or ``s3://`` style URIs."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore", frozen=True)
+
+    data_dir: str = Field("./data", description="Root of everything the pipeline writes.")
+    landing_dir: str | None = Field(
+        None, description="Folder scanned by `stpipe ingest` with no DIR; default DATA_DIR/landing."
+    )
+    warehouse_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/warehouse.db."
+    )
+    cnn_weights: str = Field(
+        "imagenet", description="'imagenet', 'none' (seeded random init) or a weights file path."
+    )
+    image_size: int = Field(224, description="CNN input rows = cols, in pixels (>= 32).")
+    cnn_precision: Precision = Field("float32", description="float32, bfloat16 or auto.")
+    cnn_batch_size: int = Field(32, description="Frames per VGG-16 forward batch.")
+    frames_per_clip: int = Field(16, description="Video frames sampled uniformly per clip.")
+    max_frames: int = Field(16, description="Longest sequence (frames or audio windows) kept.")
+    sample_rate: int = Field(16000, description="Audio is resampled to this rate, in Hz.")
+    n_mels: int = Field(64, description="Mel bands in the log-mel spectrogram.")
+    mel_window_ms: float = Field(25.0, description="STFT analysis window, milliseconds.")
+    mel_hop_ms: float = Field(10.0, description="STFT hop, milliseconds.")
+    audio_window_seconds: float = Field(0.32, description="Spectrogram image width, seconds.")
+    audio_hop_seconds: float = Field(0.16, description="Step between spectrogram images, seconds.")
+    decode_workers: int = Field(2, description="Threads decoding media while the CNN runs.")
+    seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get("PIPELINE_SETTINGS_FILE")
+        if settings_file:
+            if not Path(settings_file).is_file():
+                raise ConfigError(
+                    f"PIPELINE_SETTINGS_FILE={settings_file!r} does not exist; "
+                    "point it at a TOML file or unset it."
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
+        return tuple(sources)
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_image_size(cls, value: int) -> int:
+        if value < 32:
+            raise ValueError("VGG-16 needs at least 32x32 pixels; set PIPELINE_IMAGE_SIZE >= 32")
+        return value
+
+    @field_validator(
+        "cnn_batch_size", "frames_per_clip", "max_frames", "sample_rate", "n_mels", "decode_workers"
+    )
+    @classmethod
+    def _check_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive integer")
+        return value
+
+    @model_validator(mode="after")
+    def _check_audio_framing(self) -> Settings:
+        if self.mel_hop_ms <= 0 or self.mel_window_ms < self.mel_hop_ms:
+            raise ValueError("need 0 < PIPELINE_MEL_HOP_MS <= PIPELINE_MEL_WINDOW_MS")
+        if self.audio_hop_seconds <= 0 or self.audio_window_seconds < self.audio_hop_seconds:
+            raise ValueError("need 0 < PIPELINE_AUDIO_HOP_SECONDS <= PIPELINE_AUDIO_WINDOW_SECONDS")
+        if self.audio_window_seconds * 1000 < 2 * self.mel_hop_ms:
+            raise ValueError("an audio window must hold at least two spectrogram hops")
+        return self
+
+    # Resolved locations -------------------------------------------------------------------
+
+    @property
+    def landing_root(self) -> str:
+        return self.landing_dir or join_uri(self.data_dir, "landing")
+
+    @property
+    def media_root(self) -> str:
+        """Content-addressed copies of every ingested file (the raw zone)."""
+        return join_uri(self.data_dir, "media")
+
+    @property
+    def quarantine_root(self) -> str:
+        return join_uri(self.data_dir, "quarantine")
+
+    @property
+    def features_root(self) -> str:
+        return join_uri(self.data_dir, "features")
+
+    @property
+    def models_root(self) -> str:
+        return join_uri(self.data_dir, "models")
+
+    @property
+    def warehouse(self) -> str:
+        if self.warehouse_url:
+            return self.warehouse_url
+        if "://" in self.data_dir:
+            raise ConfigError(
+                f"PIPELINE_DATA_DIR={self.data_dir!r} is remote, so the embedded SQLite warehouse "
+                "has nowhere to live; set PIPELINE_WAREHOUSE_URL (e.g. postgresql+psycopg://...)."
+            )
+        return f"sqlite:///{Path(self.data_dir, 'warehouse.db')}"
+
+    # What changes the features -------------------------------------------------------------
+
+    def resolved_precision(self) -> Literal["float32", "bfloat16"]:
+        """``auto`` means bfloat16 where the hardware runs it natively, float32 elsewhere."""
+        if self.cnn_precision != "auto":
+            return self.cnn_precision
+        return "bfloat16" if hardware_has_bf16() else "float32"
+
+    @cached_property
+    def cnn_weights_id(self) -> str:
+        """Identity of the CNN weights: a name, or the SHA-256 of a weights file."""
+        if self.cnn_weights == "imagenet":
+            return "imagenet"
+        if self.cnn_weights == "none":
+            return f"random-seed{self.seed}"
+        path = Path(self.cnn_weights)
+        if not path.is_file():
+            raise ConfigError(
+                f"PIPELINE_CNN_WEIGHTS={self.cnn_weights!r} is neither 'imagenet', 'none' nor an "
+                "existing weights file (a Keras VGG16 include_top=False .weights.h5 / .h5 file)."
+            )
+        return "sha256:" + file_sha256(path)
+
+    def feature_settings(self) -> dict[str, Any]:
+        """Everything that changes the numbers the extractor writes."""
+        return {
+            "extractor_version": EXTRACTOR_VERSION,
+            "cnn": "vgg16-gap",
+            "cnn_weights": self.cnn_weights_id,
+            "image_size": self.image_size,
+            "precision": self.resolved_precision(),
+            "frames_per_clip": self.frames_per_clip,
+            "max_frames": self.max_frames,
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "mel_window_ms": self.mel_window_ms,
+            "mel_hop_ms": self.mel_hop_ms,
+            "audio_window_seconds": self.audio_window_seconds,
+            "audio_hop_seconds": self.audio_hop_seconds,
+        }
+
+    @property
+    def settings_hash(self) -> str:
+        """Short, stable hash of :meth:`feature_settings`; names the feature-store folder."""
+        canonical = json.dumps(self.feature_settings(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and settings file), turning errors into ConfigError."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"PIPELINE_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    if "://" not in settings.data_dir and not Path(settings.data_dir).is_absolute():
+        settings = settings.model_copy(update={"data_dir": str(Path(settings.data_dir).resolve())})
+    return settings
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join path parts onto a local path or a URI root, with '/' separators."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hardware_has_bf16() -> bool:
+    """True on an NVIDIA GPU host or a CPU with AVX512_BF16 / AMX-BF16 (checked without TF)."""
+    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,134 @@
+"""A summary of what the pipeline holds, for ``stpipe status`` and the end of the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings
+from pipeline.feature_store import FeatureStore
+from pipeline.warehouse import Warehouse
+
+
+def pipeline_report(settings: Settings) -> dict[str, Any]:
+    """Counts, the production model, held-out accuracy and predictions per label, as a dict."""
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        clips = warehouse.query(
+            "SELECT status, COALESCE(modality, '-') AS modality, COUNT(*) AS n,"
+            " SUM(CASE WHEN label IS NOT NULL THEN 1 ELSE 0 END) AS labelled"
+            " FROM media_files GROUP BY status, COALESCE(modality, '-')"
+            " ORDER BY status, modality"
+        )
+        quarantined = warehouse.query(
+            "SELECT uri, error FROM media_files WHERE status = 'quarantined' ORDER BY uri"
+        )
+        production = warehouse.production_model()
+        per_label: list[dict[str, Any]] = []
+        held_out: dict[str, Any] = {}
+        if production is not None:
+            per_label = warehouse.query(
+                "SELECT predicted_label, COUNT(*) AS clips, AVG(confidence) AS mean_confidence"
+                " FROM predictions WHERE model_version = :v"
+                " GROUP BY predicted_label ORDER BY predicted_label",
+                {"v": production.model_version},
+            )
+            rows = warehouse.query(
+                "SELECT COUNT(*) AS n,"
+                " SUM(CASE WHEN p.predicted_label = m.label THEN 1 ELSE 0 END) AS correct"
+                " FROM predictions p JOIN media_files m ON m.clip_id = p.clip_id"
+                " WHERE p.model_version = :v AND m.split = 'test' AND m.label IS NOT NULL",
+                {"v": production.model_version},
+            )
+            n, correct = int(rows[0]["n"] or 0), int(rows[0]["correct"] or 0)
+            held_out = {"clips": n, "accuracy": round(correct / n, 4) if n else None}
+        unlabelled_scored = warehouse.query(
+            "SELECT COUNT(*) AS n FROM latest_predictions WHERE true_label IS NULL"
+        )[0]["n"]
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    return {
+        "clips": clips,
+        "quarantined": quarantined,
+        "production_model": None
+        if production is None
+        else {
+            "version": production.model_version,
+            "classes": production.class_names,
+            "test_accuracy": production.metrics.get("accuracy"),
+            "test_macro_f1": production.metrics.get("macro_f1"),
+            "settings_hash": production.settings_hash,
+        },
+        "held_out": held_out,
+        "predictions_per_label": per_label,
+        "unlabelled_clips_scored": int(unlabelled_scored or 0),
+        "features": store.stats(),
+        "locations": {
+            "data dir": settings.data_dir,
+            "warehouse": settings.warehouse,
+            "features": store.folder,
+            "models": settings.models_root,
+            "quarantine": settings.quarantine_root,
+        },
+    }
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    clips = Table(title="clips in media_files", title_justify="left")
+    for column in ("status", "modality", "clips", "labelled"):
+        clips.add_column(column)
+    for row in report["clips"]:
+        clips.add_row(row["status"], row["modality"], str(row["n"]), str(row["labelled"]))
+    console.print(clips)
+
+    if report["quarantined"]:
+        bad = Table(title="quarantined files", title_justify="left")
+        bad.add_column("file")
+        bad.add_column("reason")
+        for row in report["quarantined"][:20]:
+            bad.add_row(row["uri"], row["error"])
+        console.print(bad)
+
+    model = report["production_model"]
+    if model is None:
+        console.print("[yellow]no production model yet[/]: run `stpipe train`")
+    else:
+        held = report["held_out"]
+        summary = Table(title="production model", show_header=False, title_justify="left")
+        summary.add_column(style="bold")
+        summary.add_column()
+        summary.add_row("version", model["version"])
+        summary.add_row("classes", ", ".join(model["classes"]))
+        summary.add_row("test accuracy (training)", _fmt(model["test_accuracy"]))
+        summary.add_row("test macro-F1 (training)", _fmt(model["test_macro_f1"]))
+        summary.add_row(
+            "held-out accuracy (predictions table)",
+            f"{_fmt(held.get('accuracy'))} on {held.get('clips', 0)} test-split clips",
+        )
+        summary.add_row("unlabelled clips scored", str(report["unlabelled_clips_scored"]))
+        console.print(summary)
+
+        labels = Table(title=f"predictions per label ({model['version']})", title_justify="left")
+        labels.add_column("predicted label")
+        labels.add_column("clips")
+        labels.add_column("mean confidence")
+        for row in report["predictions_per_label"]:
+            labels.add_row(row["predicted_label"], str(row["clips"]), _fmt(row["mean_confidence"]))
+        console.print(labels)
+
+    where = Table(title="outputs", show_header=False, title_justify="left")
+    where.add_column(style="bold")
+    where.add_column()
+    features = report["features"]
+    for name, location in report["locations"].items():
+        where.add_row(name, location)
+    where.add_row(
+        "feature cache",
+        f"{features['clips']} clips, {features['frames']} frames, "
+        f"{features['bytes'] / 1e6:.1f} MB ({features['settings_hash']})",
+    )
+    console.print(where)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"

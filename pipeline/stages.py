@@ -1,0 +1,119 @@
+"""The four stages as the CLI and the Airflow tasks call them: settings in, small summary out.
+
+Each function opens what it needs from the settings (warehouse, feature store, model folders)
+and calls the stage's own function with plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from pipeline import storage
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.extract import ExtractSummary, extract_features
+from pipeline.feature_store import FeatureStore
+from pipeline.ingest import IngestSummary, discover_media, ingest_media
+from pipeline.progress import Progress
+from pipeline.score import ScoreSummary, score_clips
+from pipeline.sequences import SequenceSpec
+from pipeline.train import TrainParams, TrainResult, train_head
+from pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def run_ingest(
+    settings: Settings,
+    source: str | None = None,
+    *,
+    labelled: bool = False,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Ingest ``source`` (labels from ``<label>/`` folders if ``labelled``), or the landing
+    folder (labels from ``labelled/<label>/``) when ``source`` is None."""
+    root = source if source is not None else settings.landing_root
+    if not storage.exists(root):
+        if source is None:
+            storage.makedirs(root)
+            log.info("created the empty landing folder %s; drop media files there", root)
+        else:
+            raise ConfigError(f"{root} does not exist; pass a folder of media files to ingest")
+    candidates, skipped = discover_media(
+        root, labelled=labelled and source is not None, landing_layout=source is None
+    )
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        summary = ingest_media(
+            candidates,
+            warehouse,
+            media_root=settings.media_root,
+            quarantine_root=settings.quarantine_root,
+            progress=progress,
+        )
+    summary.skipped_unsupported = skipped
+    return summary
+
+
+def run_extract(settings: Settings, *, progress: Progress | None = None) -> ExtractSummary:
+    """Cache VGG-16 features for every ok clip lacking them under the current settings."""
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store.write_settings(settings.feature_settings())
+
+    def make_embedder():  # type: ignore[no-untyped-def]
+        from pipeline.cnn import build_embedder
+
+        return build_embedder(
+            settings.cnn_weights,
+            settings.image_size,
+            settings.resolved_precision(),
+            settings.cnn_batch_size,
+            settings.seed,
+        )
+
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        return extract_features(
+            warehouse.clips(status="ok"),
+            store,
+            SequenceSpec.from_settings(settings),
+            make_embedder,
+            quarantine=warehouse.quarantine_clip,
+            decode_workers=settings.decode_workers,
+            progress=progress,
+        )
+
+
+def run_train(
+    settings: Settings, params: TrainParams | None = None, *, promote: bool | None = None
+) -> TrainResult:
+    """Train the head on the current settings' features and register the new version."""
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        return train_head(
+            warehouse.clips(status="ok", labelled=True),
+            store,
+            warehouse,
+            models_root=settings.models_root,
+            feature_settings=settings.feature_settings(),
+            params=params or TrainParams(seed=settings.seed),
+            promote=promote,
+        )
+
+
+def run_score(
+    settings: Settings,
+    *,
+    run_id: str,
+    logical_date: datetime | None = None,
+    progress: Progress | None = None,
+) -> ScoreSummary:
+    """Score every ok clip lacking a prediction from the production model."""
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        return score_clips(
+            warehouse.clips(status="ok"),
+            warehouse,
+            settings.features_root,
+            run_id=run_id,
+            logical_date=logical_date,
+            progress=progress,
+        )
