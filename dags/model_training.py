@@ -27,7 +27,9 @@ from airflow.sdk import Param, dag, task
     doc_md=__doc__,
     params={
         "epochs": Param(40, type="integer", minimum=1, maximum=1000, description="Most epochs."),
-        "batch_size": Param(32, type="integer", minimum=1, maximum=4096, description="Clips per batch."),
+        "batch_size": Param(
+            32, type="integer", minimum=1, maximum=4096, description="Clips per batch."
+        ),
         "learning_rate": Param(
             0.002, type="number", exclusiveMinimum=0, maximum=1, description="Nadam learning rate."
         ),

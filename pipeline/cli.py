@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -101,7 +101,7 @@ def _settings() -> Settings:
         _fail(exc)
 
 
-def _fail(exc: Exception) -> Any:
+def _fail(exc: Exception) -> NoReturn:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=1)
 
@@ -271,10 +271,18 @@ def demo(
     """
     from pipeline.demo import DEMO_DEFAULTS, run_demo
 
-    overrides = {k: v for k, v in DEMO_DEFAULTS.items() if f"PIPELINE_{k.upper()}" not in os.environ}
+    overrides = {
+        k: v for k, v in DEMO_DEFAULTS.items() if f"PIPELINE_{k.upper()}" not in os.environ
+    }
     try:
         settings = load_settings(**overrides)
-        run_demo(settings, use_airflow=airflow, clips_per_class=clips_per_class, epochs=epochs, console=out)
+        run_demo(
+            settings,
+            use_airflow=airflow,
+            clips_per_class=clips_per_class,
+            epochs=epochs,
+            console=out,
+        )
     except PipelineError as exc:
         _fail(exc)
 
@@ -285,4 +293,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -227,7 +227,9 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
 
 def hardware_has_bf16() -> bool:
     """True on an NVIDIA GPU host or a CPU with AVX512_BF16 / AMX-BF16 (checked without TF)."""
-    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+    if Path("/proc/driver/nvidia/gpus").is_dir() and any(
+        Path("/proc/driver/nvidia/gpus").iterdir()
+    ):
         return True
     try:
         flags = Path("/proc/cpuinfo").read_text()

@@ -75,7 +75,9 @@ def extract_features(
     pending = [c for c in clips if c.clip_id not in done]
     summary.cached = len(clips) - len(pending)
     if not pending:
-        log.info("extract: all %d clips already have features (%s)", len(clips), store.settings_hash)
+        log.info(
+            "extract: all %d clips already have features (%s)", len(clips), store.settings_hash
+        )
         return summary
 
     started = time.perf_counter()
@@ -88,7 +90,9 @@ def extract_features(
             quarantine(clip.clip_id, images_or_error)
             summary.quarantined += 1
             progress.advance(1)
-            log.warning("quarantined clip %s (%s): %s", clip.clip_id[:12], clip.uri, images_or_error)
+            log.warning(
+                "quarantined clip %s (%s): %s", clip.clip_id[:12], clip.uri, images_or_error
+            )
             continue
         buffer.append((clip, images_or_error))
         buffered_frames += images_or_error.shape[0]
@@ -99,7 +103,9 @@ def extract_features(
         _flush(buffer, embedder, store, summary, progress)
     progress.finish()
     summary.seconds = round(time.perf_counter() - started, 3)
-    summary.frames_per_second = round(summary.frames / summary.seconds, 2) if summary.seconds else 0.0
+    summary.frames_per_second = (
+        round(summary.frames / summary.seconds, 2) if summary.seconds else 0.0
+    )
     log.info(
         "extract: %d clips, %d frames in %.1f s (%.1f frames/s), %d cached, %d quarantined",
         summary.extracted,
@@ -151,7 +157,9 @@ def _flush(
     offset = 0
     for clip, images in buffer:
         n = images.shape[0]
-        records.append(ClipFeatures(clip.clip_id, clip.modality or "", features[offset : offset + n]))
+        records.append(
+            ClipFeatures(clip.clip_id, clip.modality or "", features[offset : offset + n])
+        )
         offset += n
     summary.parts.append(store.write_part(records))
     summary.extracted += len(records)

@@ -160,7 +160,9 @@ class FeatureStore:
         for part in self.parquet_parts():
             table = _read_parquet(part, ["clip_id", "modality", "n_frames", "features"])
             ids = table.column("clip_id").to_pylist()
-            keep = [i for i, c in enumerate(ids) if (wanted is None or c in wanted) and c not in found]
+            keep = [
+                i for i, c in enumerate(ids) if (wanted is None or c in wanted) and c not in found
+            ]
             if not keep:
                 continue
             table = table.take(pa.array(keep))
@@ -191,7 +193,12 @@ class FeatureStore:
             clips += len(lengths)
             frames += int(lengths.sum())
         size = sum(storage.file_stat(p)[0] for p in storage.list_files(self.folder))
-        return {"settings_hash": self.settings_hash, "clips": clips, "frames": frames, "bytes": size}
+        return {
+            "settings_hash": self.settings_hash,
+            "clips": clips,
+            "frames": frames,
+            "bytes": size,
+        }
 
 
 def sequence_example(clip: ClipFeatures) -> Any:

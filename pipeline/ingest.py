@@ -64,7 +64,9 @@ def split_for(clip_id: str) -> str:
     return "val" if bucket < TRAIN_PERCENT + VAL_PERCENT else "test"
 
 
-def discover_media(root: str, *, labelled: bool, landing_layout: bool = False) -> tuple[list[Candidate], int]:
+def discover_media(
+    root: str, *, labelled: bool, landing_layout: bool = False
+) -> tuple[list[Candidate], int]:
     """Media files under ``root`` and how many other files were skipped.
 
     Args:
@@ -194,12 +196,13 @@ def _register(
         summary.already_known += 1
         if candidate.label is not None:
             if existing.label is None:
-                summary.labelled_now += int(warehouse.set_label_if_missing(clip_id, candidate.label))
+                summary.labelled_now += int(
+                    warehouse.set_label_if_missing(clip_id, candidate.label)
+                )
             elif existing.label != candidate.label:
                 summary.label_conflicts += 1
                 log.warning(
-                    "%s has label %r but the same content was ingested as %r from %s; "
-                    "keeping %r",
+                    "%s has label %r but the same content was ingested as %r from %s; keeping %r",
                     candidate.uri,
                     candidate.label,
                     existing.label,

@@ -207,7 +207,9 @@ def _decoded_duration(uri: str) -> float:
         return last + 1.0 / rate
 
 
-def read_audio(uri: str, sample_rate: int, max_seconds: float | None = None) -> npt.NDArray[np.float32]:
+def read_audio(
+    uri: str, sample_rate: int, max_seconds: float | None = None
+) -> npt.NDArray[np.float32]:
     """Decode an audio track to mono float samples at ``sample_rate``, stopping at ``max_seconds``.
 
     Args:
@@ -221,7 +223,7 @@ def read_audio(uri: str, sample_rate: int, max_seconds: float | None = None) -> 
     Raises:
         MediaError: no audio stream, or it does not decode.
     """
-    limit = int(round(max_seconds * sample_rate)) if max_seconds else None
+    limit = round(max_seconds * sample_rate) if max_seconds else None
     chunks: list[npt.NDArray[np.float32]] = []
     total = 0
     with open_container(uri) as container:

@@ -99,7 +99,9 @@ def score_clips(
                     "model_version": production.model_version,
                     "predicted_label": names[best],
                     "confidence": float(probs[best]),
-                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)},
+                    "probabilities": {
+                        n: round(float(p), 6) for n, p in zip(names, probs, strict=True)
+                    },
                     "scored_at": scored_at,
                     "run_id": run_id,
                     "logical_date": logical_date,

@@ -8,6 +8,7 @@ VGG-16 -> LSTM path as video frames.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,8 +20,8 @@ TOP_DB = 80.0
 def stft_params(sample_rate: int, window_ms: float, hop_ms: float) -> tuple[int, int, int]:
     """(n_fft, win_length, hop_length) in samples. n_fft is the next power of two of the window
     (a non-power-of-two FFT size was measured 100x slower in librosa here)."""
-    win_length = max(1, int(round(sample_rate * window_ms / 1000)))
-    hop_length = max(1, int(round(sample_rate * hop_ms / 1000)))
+    win_length = max(1, round(sample_rate * window_ms / 1000))
+    hop_length = max(1, round(sample_rate * hop_ms / 1000))
     n_fft = 1 << max(0, math.ceil(math.log2(win_length)))
     return n_fft, win_length, hop_length
 
@@ -84,14 +85,13 @@ def cut_windows(
         log_mel = np.concatenate([log_mel, pad], axis=1)
         n_steps = window_steps
     n_windows = min(max_windows, 1 + (n_steps - window_steps) // hop_steps)
-    return np.stack(
+    windows: npt.NDArray[np.float32] = np.stack(
         [log_mel[:, i * hop_steps : i * hop_steps + window_steps] for i in range(n_windows)]
     ).astype(np.float32, copy=False)
+    return windows
 
 
-def windows_to_images(
-    windows: npt.NDArray[np.float32], image_size: int
-) -> npt.NDArray[np.uint8]:
+def windows_to_images(windows: npt.NDArray[np.float32], image_size: int) -> npt.NDArray[np.uint8]:
     """Scale dB windows to square 3-channel uint8 images for the CNN.
 
     [-TOP_DB, 0] dB maps linearly to [0, 255]; high frequencies at the top row. Resizing is
@@ -100,7 +100,6 @@ def windows_to_images(
     Returns:
         uint8 ``(n_windows, image_size, image_size, 3)``.
     """
-    n, rows, cols = windows.shape
     scaled = (np.clip(windows, -TOP_DB, 0.0) + TOP_DB) * (255.0 / TOP_DB)
     scaled = scaled[:, ::-1, :]  # low frequencies at the bottom, as spectrograms are drawn
     resized = _resize_bilinear(scaled, image_size, image_size)
@@ -109,7 +108,7 @@ def windows_to_images(
 
 
 def _resize_bilinear(
-    stack: npt.NDArray[np.floating], out_rows: int, out_cols: int
+    stack: npt.NDArray[np.floating[Any]], out_rows: int, out_cols: int
 ) -> npt.NDArray[np.float32]:
     """Resize ``(n, rows, cols)`` to ``(n, out_rows, out_cols)`` (align-centres bilinear)."""
     _, rows, cols = stack.shape
@@ -144,8 +143,8 @@ def log_mel_images(
 ) -> npt.NDArray[np.uint8]:
     """Audio samples -> ``(n_windows, image_size, image_size, 3)`` uint8 spectrogram images."""
     log_mel = compute_log_mel(samples, sample_rate, n_mels, mel_window_ms, mel_hop_ms)
-    window_steps = max(2, int(round(window_seconds * 1000 / mel_hop_ms)))
-    hop_steps = max(1, int(round(hop_seconds * 1000 / mel_hop_ms)))
+    window_steps = max(2, round(window_seconds * 1000 / mel_hop_ms))
+    hop_steps = max(1, round(hop_seconds * 1000 / mel_hop_ms))
     windows = cut_windows(log_mel, window_steps, hop_steps, max_windows)
     return windows_to_images(windows, image_size)
 

@@ -42,7 +42,7 @@ def write_video(
 ) -> Path:
     """Encode ``frames`` (uint8 ``(n, rows, cols, 3)`` RGB; even rows/cols) as a video file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    n, rows, cols, _ = frames.shape
+    _, rows, cols, _ = frames.shape
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = cols, rows
@@ -78,7 +78,9 @@ def write_audio(path: Path, samples: npt.NDArray[np.float32], sample_rate: int) 
         stream_format = "fltp"
         for start in range(0, samples.size, frame_size):
             chunk = samples[start : start + frame_size].astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk[np.newaxis, :], format=stream_format, layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                chunk[np.newaxis, :], format=stream_format, layout="mono"
+            )
             frame.sample_rate = sample_rate
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -129,9 +131,9 @@ def tone_sequence(
             note[:fade] *= ramp
             note[-fade:] *= ramp[::-1]
         parts.append(note)
-    samples = np.concatenate(parts)
-    samples += rng.normal(0.0, noise, size=samples.shape)
-    return samples.astype(np.float32)
+    samples = np.concatenate(parts) + rng.normal(0.0, noise, size=sum(len(p) for p in parts))
+    result: npt.NDArray[np.float32] = samples.astype(np.float32)
+    return result
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,12 @@ def generate_demo_corpus(
     """
     rng = np.random.default_rng(seed)
     labelled = unlabelled = 0
-    video_formats = ((".mp4", "libx264"), (".mp4", "libx264"), (".mkv", "libx264"), (".avi", "mpeg4"))
+    video_formats = (
+        (".mp4", "libx264"),
+        (".mp4", "libx264"),
+        (".mkv", "libx264"),
+        (".avi", "mpeg4"),
+    )
     audio_formats = (".wav", ".flac", ".ogg", ".wav")
     for index in range(clips_per_class + unlabelled_per_class):
         is_labelled = index < clips_per_class
@@ -159,8 +166,12 @@ def generate_demo_corpus(
             clip_rng = np.random.default_rng(rng.integers(1 << 63))
             colours = list(DEMO_COLOURS) if direction == "forward" else list(DEMO_COLOURS)[::-1]
             fps = int(clip_rng.integers(8, 16))
-            segment_frames = [int(clip_rng.integers(int(0.4 * fps), int(0.8 * fps) + 1)) for _ in colours]
-            rows, cols = (int(v) for v in clip_rng.choice([(48, 64), (64, 64), (72, 96), (96, 128)]))
+            segment_frames = [
+                int(clip_rng.integers(int(0.4 * fps), int(0.8 * fps) + 1)) for _ in colours
+            ]
+            rows, cols = (
+                int(v) for v in clip_rng.choice([(48, 64), (64, 64), (72, 96), (96, 128)])
+            )
             jitter = clip_rng.uniform(0.75, 1.15)
             jittered = [tuple(int(min(255, c * jitter)) for c in colour) for colour in colours]
             frames = colour_sequence_frames(jittered, segment_frames, rows, cols, clip_rng)  # type: ignore[arg-type]
@@ -179,7 +190,9 @@ def generate_demo_corpus(
                 freqs = freqs[::-1]
             notes = [float(clip_rng.uniform(0.35, 0.6)) for _ in freqs]
             sample_rate = int(clip_rng.choice([16000, 22050, 44100]))
-            samples = tone_sequence(freqs, notes, sample_rate, clip_rng, noise=clip_rng.uniform(0.002, 0.02))
+            samples = tone_sequence(
+                freqs, notes, sample_rate, clip_rng, noise=clip_rng.uniform(0.002, 0.02)
+            )
             suffix = audio_formats[index % len(audio_formats)]
             folder = f"labelled/tones_{direction}" if is_labelled else "unlabelled"
             path = landing / folder / f"tones_{direction}_{index:03d}{suffix}"
@@ -190,5 +203,7 @@ def generate_demo_corpus(
     corrupt = landing / "unlabelled" / "truncated_upload.mp4"
     if not corrupt.exists():
         corrupt.parent.mkdir(parents=True, exist_ok=True)
-        corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(rng.integers(0, 256, 2048, dtype=np.uint8)))
+        corrupt.write_bytes(
+            b"\x00\x00\x00\x18ftypmp42" + bytes(rng.integers(0, 256, 2048, dtype=np.uint8))
+        )
     return DemoCorpus(landing, labelled, unlabelled, 1)

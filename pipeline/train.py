@@ -126,9 +126,7 @@ def select_training_set(labelled: Sequence[ClipRecord], available: set[str]) -> 
     return TrainingSet(by_split, class_names)
 
 
-def training_fingerprint(
-    training_set: TrainingSet, settings_hash: str, params: TrainParams
-) -> str:
+def training_fingerprint(training_set: TrainingSet, settings_hash: str, params: TrainParams) -> str:
     """Hash of everything that determines the trained model."""
     payload = {
         "trainer_version": TRAINER_VERSION,
@@ -189,7 +187,9 @@ def make_dataset(
         context, sequence = tf.io.parse_single_sequence_example(
             serialized,
             context_features={"clip_id": tf.io.FixedLenFeature([], tf.string)},
-            sequence_features={"features": tf.io.FixedLenSequenceFeature([FEATURE_DIM], tf.float32)},
+            sequence_features={
+                "features": tf.io.FixedLenSequenceFeature([FEATURE_DIM], tf.float32)
+            },
         )
         return sequence["features"], table.lookup(context["clip_id"])
 
@@ -199,7 +199,9 @@ def make_dataset(
     dataset = dataset.map(lambda features, label: (features, tf.one_hot(label, n_classes)))
     dataset = dataset.cache()
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(max(1, len(clips)), seed=shuffle_seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            max(1, len(clips)), seed=shuffle_seed, reshuffle_each_iteration=True
+        )
     dataset = dataset.padded_batch(
         batch_size, padded_shapes=([None, FEATURE_DIM], [n_classes]), padding_values=(0.0, 0.0)
     )
@@ -371,7 +373,6 @@ def _save_model(model: Any, metadata: dict[str, Any], model_uri: str) -> None:
         join_uri(model_uri, "metadata.json"),
         json.dumps(metadata, indent=2, sort_keys=True).encode(),
     )
-
 
 
 def _log_epoch(epoch: int, logs: dict[str, float] | None) -> None:

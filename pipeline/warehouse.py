@@ -116,7 +116,9 @@ class Warehouse:
         applied_now: list[str] = []
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
             conn.execute(
                 sa.text(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -215,9 +217,7 @@ class Warehouse:
                 {"c": clip_id, "e": error, "t": utc_now()},
             )
 
-    def clips(
-        self, *, status: str | None = "ok", labelled: bool | None = None
-    ) -> list[ClipRecord]:
+    def clips(self, *, status: str | None = "ok", labelled: bool | None = None) -> list[ClipRecord]:
         """Clips in clip-id order, filtered by status and by whether they carry a label."""
         clauses, params = [], {}
         if status is not None:
@@ -236,7 +236,9 @@ class Warehouse:
 
     def clip_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status"))
+            rows = conn.execute(
+                sa.text("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status")
+            )
             return {r.status: int(r.n) for r in rows}
 
     # Model registry -----------------------------------------------------------------------
@@ -301,7 +303,10 @@ class Warehouse:
     def models(self) -> list[ModelRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.text(f"SELECT {_MODEL_COLUMNS} FROM model_versions ORDER BY created_at, model_version")
+                sa.text(
+                    f"SELECT {_MODEL_COLUMNS} FROM model_versions"
+                    " ORDER BY created_at, model_version"
+                )
             )
             return [_model_record(r._mapping) for r in rows]
 
@@ -365,15 +370,13 @@ class Warehouse:
             return [dict(r._mapping) for r in conn.execute(sa.text(sql), dict(params or {}))]
 
 
-_CLIP_COLUMNS = (
-    "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
-)
+_CLIP_COLUMNS = "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
 _MODEL_COLUMNS = (
     "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage, created_at"
 )
 
 
-def _model_record(row: Mapping[str, Any]) -> ModelRecord:
+def _model_record(row: Mapping[Any, Any]) -> ModelRecord:
     values = dict(row)
     values["class_names"] = json.loads(values["class_names"])
     values["metrics"] = json.loads(values["metrics"])
@@ -420,4 +423,3 @@ def _redact(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return url
-

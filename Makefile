@@ -1,0 +1,49 @@
+# Two set-up-free entry points: `make demo` and `make test`. Each creates .venv/ when missing
+# (uv, Python 3.11, the locked dependency set in uv.lock).
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+LINT_PATHS := pipeline dags tests $(wildcard bench)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help demo test test-fast lint format clean clean-data
+
+help:
+	@echo "make demo       synthetic video+audio corpus through the four Airflow DAGs, then a summary"
+	@echo "make test       the whole test suite (SQLite + PostgreSQL on 127.0.0.1:5432)"
+	@echo "make test-fast  unit tests only"
+	@echo "make lint       ruff + mypy"
+	@echo "make clean-data remove ./data (the demo's outputs)"
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+demo: $(VENV)/.synced
+	$(BIN)/stpipe demo
+
+test: $(VENV)/.synced
+	$(BIN)/pytest
+
+test-fast: $(VENV)/.synced
+	$(BIN)/pytest tests/unit
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy pipeline dags
+
+format: $(VENV)/.synced
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+clean-data:
+	rm -rf data
+
+clean: clean-data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""Test-session set-up shared by unit, DAG and end-to-end tests.
+
+Airflow reads its configuration when first imported, so its home (and SQLite metadata DB) is
+pointed at a fresh temporary folder here, before any test imports it. Every ``PIPELINE_*``
+variable of the calling shell is removed so tests see only the settings they set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="stpipe-test-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+for _key in [k for k in os.environ if k.startswith("PIPELINE_")]:
+    del os.environ[_key]
+
+# Airflow puts the DAGs folder on sys.path for DAG files and tasks; tests do the same.
+if str(REPO / "dags") not in sys.path:
+    sys.path.insert(0, str(REPO / "dags"))
+
+from pipeline.config import Settings, load_settings  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get(
+    "STPIPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings rooted in the test's tmp dir: random-init VGG-16 at 32 px, small batches."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": str(tmp_path / "data"),
+            "cnn_weights": "none",
+            "image_size": 32,
+            "cnn_batch_size": 16,
+            "frames_per_clip": 8,
+            "max_frames": 8,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+def pipeline_env(settings: Settings) -> dict[str, str]:
+    """PIPELINE_* variables that reproduce ``settings`` in a subprocess or Airflow task."""
+    from pipeline.demo import settings_env
+
+    return settings_env(settings)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The PostgreSQL server the suite must use. Unreachable = failure, not a skip, unless
+    STPIPE_SKIP_POSTGRES=1 is set (for laptops without the server)."""
+    import sqlalchemy as sa
+
+    if os.environ.get("STPIPE_SKIP_POSTGRES") == "1":
+        pytest.skip("STPIPE_SKIP_POSTGRES=1")
+    engine = sa.create_engine(PG_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc.orig}); start it, or set "
+            "STPIPE_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+        )
+    finally:
+        engine.dispose()
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"stpipe_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """Airflow's metadata DB (SQLite in the session's AIRFLOW_HOME), migrated once."""
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return _AIRFLOW_HOME

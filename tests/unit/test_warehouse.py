@@ -1,0 +1,174 @@
+"""The same schema and SQL on embedded SQLite and on the PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.warehouse import Warehouse, split_sql, sql_dir
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    wh = Warehouse.connect(url)
+    yield wh
+    wh.dispose()
+
+
+def _clip(clip_id: str, **extra: Any) -> dict[str, Any]:
+    row = {
+        "clip_id": clip_id,
+        "uri": f"/landing/{clip_id}.mp4",
+        "media_uri": f"/media/{clip_id}.mp4",
+        "modality": "video",
+        "label": None,
+        "split": "train",
+        "status": "ok",
+        "error": None,
+        "size_bytes": 100,
+        "duration_seconds": 2.0,
+    }
+    row.update(extra)
+    return row
+
+
+def _register(wh: Warehouse, version: str, classes: list[str] | None = None) -> None:
+    wh.register_model(
+        model_version=version,
+        model_uri=f"/models/{version}",
+        settings_hash="h",
+        fingerprint=f"f-{version}",
+        class_names=classes or ["a", "b"],
+        metrics={"accuracy": 0.9},
+    )
+
+
+def test_migrations_apply_once_in_order(warehouse: Warehouse) -> None:
+    files = sorted(p.name for p in sql_dir().glob("*.sql"))
+    rows = warehouse.query("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [r["name"] for r in rows] == files
+    assert warehouse.migrate() == []  # second time: nothing to do
+
+
+def test_add_clip_is_insert_if_absent(warehouse: Warehouse) -> None:
+    assert warehouse.add_clip(_clip("c1"))
+    assert not warehouse.add_clip(_clip("c1", label="other"))
+    clip = warehouse.get_clip("c1")
+    assert clip is not None and clip.label is None and clip.modality == "video"
+    assert warehouse.set_label_if_missing("c1", "cat")
+    assert not warehouse.set_label_if_missing("c1", "dog")
+    assert warehouse.get_clip("c1").label == "cat"  # type: ignore[union-attr]
+
+
+def test_constraints_reject_bad_rows(warehouse: Warehouse) -> None:
+    import sqlalchemy as sa
+
+    with pytest.raises(sa.exc.IntegrityError):
+        warehouse.add_clip(_clip("bad", status="weird"))
+    with pytest.raises(sa.exc.IntegrityError):
+        warehouse.add_clip(_clip("bad2", split="holdout"))
+
+
+def test_quarantine_and_filters(warehouse: Warehouse) -> None:
+    warehouse.add_clip(_clip("a", label="x"))
+    warehouse.add_clip(_clip("b"))
+    warehouse.add_clip(_clip("c", label="y"))
+    warehouse.quarantine_clip("c", "decode failed at frame 3")
+    assert [c.clip_id for c in warehouse.clips()] == ["a", "b"]
+    assert [c.clip_id for c in warehouse.clips(labelled=True)] == ["a"]
+    [bad] = warehouse.clips(status="quarantined")
+    assert bad.error == "decode failed at frame 3"
+    assert warehouse.clip_counts() == {"ok": 2, "quarantined": 1}
+
+
+def test_sources_are_upserted_by_uri(warehouse: Warehouse) -> None:
+    warehouse.add_clip(_clip("a"))
+    warehouse.record_source("/landing/a.mp4", "a", 100, 1.5, None)
+    warehouse.record_source("/landing/a.mp4", "a", 100, 2.5, "lbl")
+    assert warehouse.known_sources() == {"/landing/a.mp4": (100, 2.5, "a", "lbl")}
+
+
+def test_registry_promotion_keeps_one_production_model(warehouse: Warehouse) -> None:
+    assert warehouse.production_model() is None
+    _register(warehouse, "v0001")
+    _register(warehouse, "v0002")
+    warehouse.promote_model("v0001")
+    assert warehouse.production_model().model_version == "v0001"  # type: ignore[union-attr]
+    warehouse.promote_model("v0002")
+    stages = {m.model_version: m.stage for m in warehouse.models()}
+    assert stages == {"v0001": "archived", "v0002": "production"}
+    assert warehouse.model_with_fingerprint("f-v0001").model_version == "v0001"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="not registered"):
+        warehouse.promote_model("v9999")
+
+
+def _prediction(clip_id: str, version: str, label: str, confidence: float, when: datetime) -> dict[str, Any]:
+    other = "b" if label == "a" else "a"
+    return {
+        "clip_id": clip_id,
+        "model_version": version,
+        "predicted_label": label,
+        "confidence": confidence,
+        "probabilities": {label: confidence, other: 1 - confidence},
+        "scored_at": when,
+        "run_id": f"run-{when:%H}",
+        "logical_date": when,
+    }
+
+
+def test_predictions_upsert_and_views(warehouse: Warehouse) -> None:
+    for clip_id in ("c1", "c2", "c3"):
+        warehouse.add_clip(_clip(clip_id, label="a" if clip_id != "c3" else None))
+    _register(warehouse, "v0001")
+    _register(warehouse, "v0002")
+    day1 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+    day2 = day1 + timedelta(days=1)
+    warehouse.upsert_predictions(
+        [
+            _prediction("c1", "v0001", "a", 0.9, day1),
+            _prediction("c2", "v0001", "b", 0.55, day1),
+            _prediction("c3", "v0001", "a", 0.8, day1),
+        ]
+    )
+    # Re-scoring c2 with the same version replaces its row instead of adding one.
+    warehouse.upsert_predictions([_prediction("c2", "v0001", "a", 0.7, day1)])
+    assert len(warehouse.query("SELECT * FROM predictions")) == 3
+    assert warehouse.scored_clip_ids("v0001") == {"c1", "c2", "c3"}
+    # A newer model scores c1 the next day: latest_predictions shows that row.
+    warehouse.upsert_predictions([_prediction("c1", "v0002", "b", 0.51, day2)])
+
+    latest = {r["clip_id"]: r for r in warehouse.query("SELECT * FROM latest_predictions")}
+    assert set(latest) == {"c1", "c2", "c3"}
+    assert latest["c1"]["model_version"] == "v0002" and latest["c1"]["true_label"] == "a"
+    assert latest["c3"]["true_label"] is None
+
+    low = warehouse.query("SELECT clip_id FROM low_confidence_predictions ORDER BY clip_id")
+    assert [r["clip_id"] for r in low] == ["c1"]  # 0.51 < 0.6; c2 now 0.7
+
+    counts = warehouse.query(
+        "SELECT day, model_version, predicted_label, clips FROM daily_label_counts"
+        " ORDER BY day, model_version, predicted_label"
+    )
+    assert [(str(r["day"]), r["model_version"], r["predicted_label"], r["clips"]) for r in counts] == [
+        ("2026-11-27", "v0001", "a", 3),
+        ("2026-11-28", "v0002", "b", 1),
+    ]
+
+
+def test_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="warehouse URL"):
+        Warehouse.connect("notadb://x")
+
+
+def test_split_sql_handles_comments_and_multiline_statements() -> None:
+    script = "-- header\nCREATE TABLE a (\n  x INT -- note; not the end\n);\n\nCREATE VIEW v AS\nSELECT 1;\n"
+    assert list(split_sql(script)) == ["CREATE TABLE a (\n  x INT\n)", "CREATE VIEW v AS\nSELECT 1"]
