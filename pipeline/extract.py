@@ -39,7 +39,8 @@ class ExtractSummary:
     extracted: int = 0
     quarantined: int = 0
     frames: int = 0
-    seconds: float = 0.0
+    setup_seconds: float = 0.0  # importing TensorFlow and building VGG-16
+    seconds: float = 0.0  # decoding + CNN + writing, after set-up
     frames_per_second: float = 0.0
     parts: list[str] = field(default_factory=list)
 
@@ -80,8 +81,10 @@ def extract_features(
         )
         return summary
 
-    started = time.perf_counter()
+    setup_started = time.perf_counter()
     embedder = make_embedder()
+    summary.setup_seconds = round(time.perf_counter() - setup_started, 3)
+    started = time.perf_counter()
     progress.start("extract", len(pending), "clips")
     buffer: list[tuple[ClipRecord, npt.NDArray[np.uint8]]] = []
     buffered_frames = 0
@@ -107,11 +110,13 @@ def extract_features(
         round(summary.frames / summary.seconds, 2) if summary.seconds else 0.0
     )
     log.info(
-        "extract: %d clips, %d frames in %.1f s (%.1f frames/s), %d cached, %d quarantined",
+        "extract: %d clips, %d frames in %.1f s (%.1f frames/s; set-up %.1f s), %d cached, "
+        "%d quarantined",
         summary.extracted,
         summary.frames,
         summary.seconds,
         summary.frames_per_second,
+        summary.setup_seconds,
         summary.cached,
         summary.quarantined,
     )

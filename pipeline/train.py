@@ -205,6 +205,10 @@ def make_dataset(
     dataset = dataset.padded_batch(
         batch_size, padded_shapes=([None, FEATURE_DIM], [n_classes]), padding_values=(0.0, 0.0)
     )
+    # Each committed clip is in exactly one part, so the batch count is known; telling tf.data
+    # lets Keras size its epochs (and fails loudly if the store holds a clip twice).
+    batches = -(-len(clips) // batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -278,7 +282,12 @@ def train_head(
         keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch),
     ]
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=params.epochs, callbacks=callbacks, verbose=0
+        train_ds,
+        validation_data=val_ds,
+        epochs=params.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=0,
     )
     eval_split = "test" if training_set.clips["test"] else "val" if has_val else "train"
     if eval_split != "test":

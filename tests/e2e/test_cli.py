@@ -1,0 +1,108 @@
+"""The stpipe CLI end to end (subprocesses, like a user): ingest -> extract -> train -> score,
+then everything again, which must change nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.warehouse import Warehouse
+from tests.conftest import pipeline_env
+from tests.media_factory import colour_video, corrupt_file, tone_file
+
+pytestmark = pytest.mark.slow
+
+
+def stpipe(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **pipeline_env(settings), "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"stpipe {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _corpus(root: Path) -> None:
+    """Order-only video classes (red->blue vs blue->red) and audio classes (up vs down)."""
+    for i in range(6):
+        red, blue = (230 - 6 * i, 30, 30), (30, 30, 230 - 6 * i)  # every clip unique content
+        colour_video(root / "labelled" / "red_then_blue" / f"rb{i}.mp4", [red, blue], frames_each=3 + i % 3)
+        colour_video(root / "labelled" / "blue_then_red" / f"br{i}.mp4", [blue, red], frames_each=3 + i % 3)
+        tone_file(root / "labelled" / "beep" / f"b{i}.wav", seconds=0.5 + 0.1 * i, freq=400 + 50 * i)
+    tone_file(root / "unlabelled" / "mystery.flac", seconds=0.8, freq=500)
+    corrupt_file(root / "unlabelled" / "broken.mp4")
+
+
+def _snapshot(settings: Settings) -> dict[str, Any]:
+    with Warehouse.connect(settings.warehouse) as wh:
+        tables = {
+            t: wh.query(f"SELECT * FROM {t} ORDER BY 1, 2")
+            for t in ("media_files", "media_sources", "model_versions", "predictions")
+        }
+    files = {
+        str(p.relative_to(settings.data_dir)): p.stat().st_mtime_ns
+        for p in Path(settings.data_dir).rglob("*")
+        if p.is_file() and "warehouse.db" not in p.name
+    }
+    return {"tables": tables, "files": files}
+
+
+def test_cli_runs_every_stage_and_a_second_run_changes_nothing(tmp_path: Path, settings: Settings) -> None:
+    _corpus(tmp_path / "media")
+    stages = [
+        ("ingest", str(tmp_path / "media" / "labelled"), "--labelled"),
+        ("ingest", str(tmp_path / "media" / "unlabelled")),
+        ("extract",),
+        ("train", "--epochs", "10", "--batch-size", "8"),
+        ("score", "--run-id", "nightly-1"),
+    ]
+    outputs = [stpipe(settings, *stage).stdout for stage in stages]
+    assert "quarantined" in outputs[1] and "│ 1" in outputs[1].split("quarantined")[1][:20]
+    with Warehouse.connect(settings.warehouse) as wh:
+        counts = {r["status"]: r["n"] for r in wh.query("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status")}
+        predictions = wh.query("SELECT * FROM predictions")
+        production = wh.production_model()
+    assert counts == {"ok": 19, "quarantined": 1}
+    assert len(predictions) == 19 and {p["run_id"] for p in predictions} == {"nightly-1"}
+    assert production is not None and production.class_names == ["beep", "blue_then_red", "red_then_blue"]
+
+    before = _snapshot(settings)
+    outputs = [stpipe(settings, *stage).stdout for stage in stages]
+    assert _snapshot(settings) == before
+    assert "reused" in outputs[3] and "True" in outputs[3]
+
+    status = stpipe(settings, "status").stdout
+    assert "production model" in status and production.model_version in status
+    assert "broken.mp4" in status
+
+
+def test_cli_errors_are_one_clear_line_and_exit_1(tmp_path: Path, settings: Settings) -> None:
+    missing = stpipe(settings, "ingest", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    no_model = stpipe(settings, "score", check=False)
+    assert no_model.returncode == 1 and "no production model" in no_model.stderr
+    no_data = stpipe(settings, "train", check=False)
+    assert no_data.returncode == 1 and "at least two classes" in no_data.stderr
+    env_error = subprocess.run(
+        [sys.executable, "-m", "pipeline", "extract"],
+        env={**os.environ, **pipeline_env(settings), "PIPELINE_IMAGE_SIZE": "8"},
+        capture_output=True,
+        text=True,
+    )
+    assert env_error.returncode == 1 and "PIPELINE_IMAGE_SIZE" in env_error.stderr
+
+
+def test_help_explains_each_command(settings: Settings) -> None:
+    top = stpipe(settings, "--help").stdout
+    for command in ("ingest", "extract", "train", "score", "demo", "status", "settings"):
+        assert command in top
+    assert "--labelled" in stpipe(settings, "ingest", "--help").stdout
+    assert "--epochs" in stpipe(settings, "train", "--help").stdout

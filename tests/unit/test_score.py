@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from pipeline.config import Settings
+from pipeline.errors import NoProductionModelError
+from pipeline.feature_store import FeatureStore
+from pipeline.stages import run_score, run_train
+from pipeline.train import TrainParams
+from pipeline.warehouse import Warehouse
+from tests.conftest import pipeline_env
+from tests.feature_factory import temporal_corpus
+
+pytestmark = pytest.mark.slow
+
+WHEN = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+
+
+def test_scoring_without_a_production_model_says_what_to_do(settings: Settings) -> None:
+    with pytest.raises(NoProductionModelError, match="stpipe train"):
+        run_score(settings, run_id="r", logical_date=WHEN)
+
+
+def test_every_clip_gets_one_prediction_and_scoring_twice_adds_nothing(settings: Settings) -> None:
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    labels = temporal_corpus(warehouse, store, per_class=30, unlabelled=6)
+    model = run_train(settings, TrainParams(epochs=15))
+    first = run_score(settings, run_id="scheduled__2026-11-28", logical_date=WHEN)
+    assert (first.scored, first.candidates, first.model_version) == (66, 66, model.model_version)
+    rows = warehouse.query("SELECT * FROM predictions")
+    assert len(rows) == 66
+    for row in rows:
+        probabilities = json.loads(row["probabilities"])
+        assert set(probabilities) == {"up", "down"}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert row["confidence"] == pytest.approx(max(probabilities.values()), abs=1e-5)
+        assert row["predicted_label"] == max(probabilities, key=probabilities.get)
+        assert row["run_id"] == "scheduled__2026-11-28"
+    correct = np.mean([r["predicted_label"] == labels[r["clip_id"]] for r in rows if labels[r["clip_id"]]])
+    assert correct >= 0.9
+
+    second = run_score(settings, run_id="again", logical_date=WHEN)
+    assert (second.scored, second.already_scored) == (0, 66)
+    assert warehouse.query("SELECT * FROM predictions") == rows
+
+
+def test_clips_without_features_are_counted_not_scored(settings: Settings) -> None:
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    temporal_corpus(warehouse, store, per_class=20)
+    run_train(settings, TrainParams(epochs=2))
+    warehouse.add_clip(
+        {"clip_id": "f" * 64, "uri": "/x.mp4", "media_uri": "/x.mp4", "modality": "video",
+         "label": None, "split": "train", "status": "ok", "error": None, "size_bytes": 1}
+    )
+    summary = run_score(settings, run_id="r", logical_date=WHEN)
+    assert summary.missing_features == 1 and summary.scored == 40
+
+
+def test_nothing_to_score_loads_no_model_and_no_tensorflow(settings: Settings) -> None:
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore(settings.features_root, settings.settings_hash)
+    temporal_corpus(warehouse, store, per_class=10)
+    run_train(settings, TrainParams(epochs=1))
+    run_score(settings, run_id="r", logical_date=WHEN)
+    script = (
+        "import sys, json\n"
+        "from pipeline.config import load_settings\n"
+        "from pipeline.stages import run_score\n"
+        "s = run_score(load_settings(), run_id='again')\n"
+        "print(json.dumps({'scored': s.scored, 'tf': 'tensorflow' in sys.modules}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=pipeline_env(settings), capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"scored": 0, "tf": False}
