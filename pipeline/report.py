@@ -86,7 +86,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         bad.add_column("file")
         bad.add_column("reason")
         for row in report["quarantined"][:20]:
-            bad.add_row(row["uri"], row["error"])
+            name = row["uri"].rsplit("/", 1)[-1]
+            bad.add_row(row["uri"], (row["error"] or "").replace(row["uri"], name))
         console.print(bad)
 
     model = report["production_model"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pipeline import storage
 from pipeline.config import Settings
@@ -20,6 +21,9 @@ from pipeline.score import ScoreSummary, score_clips
 from pipeline.sequences import SequenceSpec
 from pipeline.train import TrainParams, TrainResult, train_head
 from pipeline.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from pipeline.cnn import FrameEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def run_extract(settings: Settings, *, progress: Progress | None = None) -> Extr
     store = FeatureStore(settings.features_root, settings.settings_hash)
     store.write_settings(settings.feature_settings())
 
-    def make_embedder():  # type: ignore[no-untyped-def]
+    def make_embedder() -> FrameEmbedder:
         from pipeline.cnn import build_embedder
 
         return build_embedder(

@@ -176,6 +176,9 @@ def make_dataset(
     """
     from pipeline.tfenv import tf
 
+    if any(storage.is_remote(f) for f in files):
+        import tensorflow_io  # noqa: F401  (registers the s3:// and hdfs:// file systems)
+
     class_index = {name: i for i, name in enumerate(training_set.class_names)}
     clips = training_set.clips[split]
     keys = tf.constant([c.clip_id for c in clips] or [""], tf.string)

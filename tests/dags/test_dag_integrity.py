@@ -34,7 +34,9 @@ def test_dag_files_import_nothing_heavy_at_parse_time() -> None:
         "    timings[name] = time.perf_counter() - started\n"
         f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'timings': timings}}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     # Airflow's own import dominates the first file; every later one must parse in well under a
@@ -54,7 +56,10 @@ def test_schedules_chain_the_dags_through_assets(dag_bag: Any) -> None:
     [extract_outlet] = extraction.get_task("extract_features").outlets
     [model_outlet] = training.get_task("train_model").outlets
     assert _asset_names(extraction.timetable.asset_condition) == {ingest_outlet.name}
-    assert _asset_names(scoring.timetable.asset_condition) == {extract_outlet.name, model_outlet.name}
+    assert _asset_names(scoring.timetable.asset_condition) == {
+        extract_outlet.name,
+        model_outlet.name,
+    }
     assert scoring.timetable.timetable.expression == "0 2 * * *"  # and nightly at 02:00 UTC
     assert str(scoring.timetable.timetable.timezone) == "UTC"
     assert training.schedule is None  # manual trigger only

@@ -46,8 +46,12 @@ def _snapshot(settings: Settings) -> dict[str, Any]:
     return {"tables": tables, "files": files}
 
 
-def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(dag_bag: Any, dag_env: Settings) -> None:
-    corpus = generate_demo_corpus(Path(dag_env.landing_root), clips_per_class=6, unlabelled_per_class=1)
+def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
+    dag_bag: Any, dag_env: Settings
+) -> None:
+    corpus = generate_demo_corpus(
+        Path(dag_env.landing_root), clips_per_class=6, unlabelled_per_class=1
+    )
 
     ingest = _run(dag_bag, "media_ingest")
     assert ingest["result"]["added"] == corpus.labelled + corpus.unlabelled
@@ -59,7 +63,10 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(dag_bag: Any, 
     train = _run(dag_bag, "model_training", run_conf={"epochs": 3, "batch_size": 8})
     assert train["result"]["production"] is True
     assert train["result"]["class_names"] == [
-        "colours_forward", "colours_reverse", "tones_falling", "tones_rising"
+        "colours_forward",
+        "colours_reverse",
+        "tones_falling",
+        "tones_rising",
     ]
 
     score = _run(dag_bag, "nightly_scoring")
@@ -72,8 +79,13 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(dag_bag: Any, 
 
     before = _snapshot(dag_env)
     assert _run(dag_bag, "media_ingest")["result"]["added"] == 0
-    assert _run(dag_bag, "feature_extraction")["result"]["cached"] == corpus.labelled + corpus.unlabelled
-    assert _run(dag_bag, "model_training", run_conf={"epochs": 3, "batch_size": 8})["result"]["reused"]
+    assert (
+        _run(dag_bag, "feature_extraction")["result"]["cached"]
+        == corpus.labelled + corpus.unlabelled
+    )
+    assert _run(dag_bag, "model_training", run_conf={"epochs": 3, "batch_size": 8})["result"][
+        "reused"
+    ]
     assert _run(dag_bag, "nightly_scoring")["result"]["scored"] == 0
     assert _snapshot(dag_env) == before
 

@@ -33,9 +33,15 @@ def _corpus(root: Path) -> None:
     """Order-only video classes (red->blue vs blue->red) and audio classes (up vs down)."""
     for i in range(6):
         red, blue = (230 - 6 * i, 30, 30), (30, 30, 230 - 6 * i)  # every clip unique content
-        colour_video(root / "labelled" / "red_then_blue" / f"rb{i}.mp4", [red, blue], frames_each=3 + i % 3)
-        colour_video(root / "labelled" / "blue_then_red" / f"br{i}.mp4", [blue, red], frames_each=3 + i % 3)
-        tone_file(root / "labelled" / "beep" / f"b{i}.wav", seconds=0.5 + 0.1 * i, freq=400 + 50 * i)
+        colour_video(
+            root / "labelled" / "red_then_blue" / f"rb{i}.mp4", [red, blue], frames_each=3 + i % 3
+        )
+        colour_video(
+            root / "labelled" / "blue_then_red" / f"br{i}.mp4", [blue, red], frames_each=3 + i % 3
+        )
+        tone_file(
+            root / "labelled" / "beep" / f"b{i}.wav", seconds=0.5 + 0.1 * i, freq=400 + 50 * i
+        )
     tone_file(root / "unlabelled" / "mystery.flac", seconds=0.8, freq=500)
     corrupt_file(root / "unlabelled" / "broken.mp4")
 
@@ -54,7 +60,9 @@ def _snapshot(settings: Settings) -> dict[str, Any]:
     return {"tables": tables, "files": files}
 
 
-def test_cli_runs_every_stage_and_a_second_run_changes_nothing(tmp_path: Path, settings: Settings) -> None:
+def test_cli_runs_every_stage_and_a_second_run_changes_nothing(
+    tmp_path: Path, settings: Settings
+) -> None:
     _corpus(tmp_path / "media")
     stages = [
         ("ingest", str(tmp_path / "media" / "labelled"), "--labelled"),
@@ -66,12 +74,19 @@ def test_cli_runs_every_stage_and_a_second_run_changes_nothing(tmp_path: Path, s
     outputs = [stpipe(settings, *stage).stdout for stage in stages]
     assert "quarantined" in outputs[1] and "│ 1" in outputs[1].split("quarantined")[1][:20]
     with Warehouse.connect(settings.warehouse) as wh:
-        counts = {r["status"]: r["n"] for r in wh.query("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status")}
+        counts = {
+            r["status"]: r["n"]
+            for r in wh.query("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status")
+        }
         predictions = wh.query("SELECT * FROM predictions")
         production = wh.production_model()
     assert counts == {"ok": 19, "quarantined": 1}
     assert len(predictions) == 19 and {p["run_id"] for p in predictions} == {"nightly-1"}
-    assert production is not None and production.class_names == ["beep", "blue_then_red", "red_then_blue"]
+    assert production is not None and production.class_names == [
+        "beep",
+        "blue_then_red",
+        "red_then_blue",
+    ]
 
     before = _snapshot(settings)
     outputs = [stpipe(settings, *stage).stdout for stage in stages]

@@ -30,7 +30,21 @@ def test_frame_encoder_is_vgg16_without_top_plus_global_average_pooling() -> Non
     vgg = encoder.get_layer("vgg16")
     convs = [layer for layer in vgg.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 13
-    assert [c.filters for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert [c.filters for c in convs] == [
+        64,
+        64,
+        128,
+        128,
+        256,
+        256,
+        256,
+        512,
+        512,
+        512,
+        512,
+        512,
+        512,
+    ]
     assert not any(isinstance(layer, keras.layers.Dense) for layer in vgg.layers)
     assert encoder.output_shape == (None, FEATURE_DIM)
     assert not vgg.trainable

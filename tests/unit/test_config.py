@@ -8,7 +8,9 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
 
 
-def test_defaults_follow_the_design_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_follow_the_design_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
     assert settings.data_dir == str(tmp_path / "data")
@@ -49,7 +51,9 @@ def test_settings_file_fills_in_what_the_environment_does_not(
     assert settings.cnn_weights == "none"
 
 
-def test_missing_settings_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_settings_file_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PIPELINE_SETTINGS_FILE", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="PIPELINE_SETTINGS_FILE"):
         load_settings()
@@ -75,7 +79,10 @@ def test_bad_values_raise_config_errors_naming_the_variable(
 
 def test_settings_hash_covers_what_changes_features_and_nothing_else(tmp_path: Path) -> None:
     base = load_settings(data_dir=str(tmp_path), cnn_weights="none")
-    assert base.settings_hash == load_settings(data_dir=str(tmp_path), cnn_weights="none").settings_hash
+    assert (
+        base.settings_hash
+        == load_settings(data_dir=str(tmp_path), cnn_weights="none").settings_hash
+    )
     for change in (
         {"image_size": 64},
         {"frames_per_clip": 8},
@@ -87,7 +94,11 @@ def test_settings_hash_covers_what_changes_features_and_nothing_else(tmp_path: P
     ):
         changed = load_settings(data_dir=str(tmp_path), **{"cnn_weights": "none", **change})
         assert changed.settings_hash != base.settings_hash, change
-    for harmless in ({"decode_workers": 7}, {"cnn_batch_size": 8}, {"data_dir": str(tmp_path / "x")}):
+    for harmless in (
+        {"decode_workers": 7},
+        {"cnn_batch_size": 8},
+        {"data_dir": str(tmp_path / "x")},
+    ):
         same = load_settings(**{"data_dir": str(tmp_path), "cnn_weights": "none", **harmless})
         assert same.settings_hash == base.settings_hash, harmless
 

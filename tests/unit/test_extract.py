@@ -39,13 +39,18 @@ def test_extract_stores_one_sequence_per_clip(tmp_path: Path, settings: Settings
     assert lengths == {"a.mp4": 8, "b.mkv": 8, "c.wav": 5, "d.ogg": 1}
     assert summary.frames == 22
     settings_file = json.loads((Path(store.folder) / "settings.json").read_text())
-    assert settings_file["image_size"] == 32 and settings_file["settings_hash"] == settings.settings_hash
+    assert (
+        settings_file["image_size"] == 32
+        and settings_file["settings_hash"] == settings.settings_hash
+    )
     # Frames of a red-then-blue video are not all alike: the CNN saw different pictures.
     colour = features[by_name["b.mkv"]].features
     assert not np.allclose(colour[0], colour[-1])
 
 
-def test_rerun_skips_everything_without_importing_tensorflow(tmp_path: Path, settings: Settings) -> None:
+def test_rerun_skips_everything_without_importing_tensorflow(
+    tmp_path: Path, settings: Settings
+) -> None:
     _small_corpus(tmp_path / "in")
     run_ingest(settings, str(tmp_path / "in"), labelled=True)
     run_extract(settings)
@@ -81,9 +86,10 @@ def test_changed_setting_recomputes_into_its_own_folder(tmp_path: Path, make_set
     assert bigger.settings_hash != small.settings_hash
     summary = run_extract(bigger)
     assert summary.extracted == 4
-    assert FeatureStore(small.features_root, small.settings_hash).clip_ids() == FeatureStore(
-        bigger.features_root, bigger.settings_hash
-    ).clip_ids()
+    assert (
+        FeatureStore(small.features_root, small.settings_hash).clip_ids()
+        == FeatureStore(bigger.features_root, bigger.settings_hash).clip_ids()
+    )
     assert run_extract(small).cached == 4  # the old features are still there and still valid
 
 
@@ -100,7 +106,9 @@ def test_clip_that_fails_to_decode_is_quarantined_and_the_rest_extracted(
     assert (summary.extracted, summary.quarantined) == (3, 1)
     with Warehouse.connect(settings.warehouse) as wh:
         clip = wh.get_clip(victim.clip_id)
-    assert clip is not None and clip.status == "quarantined" and "cannot decode" in (clip.error or "")
+    assert (
+        clip is not None and clip.status == "quarantined" and "cannot decode" in (clip.error or "")
+    )
     assert run_extract(settings).cached == 3  # quarantined clips are no longer pending
 
 

@@ -12,7 +12,9 @@ from pipeline.feature_store import ClipFeatures, FeatureStore, list_settings_fol
 
 def _clip(clip_id: str, frames: int, seed: int) -> ClipFeatures:
     rng = np.random.default_rng(seed)
-    return ClipFeatures(clip_id, "audio" if seed % 2 else "video", rng.normal(size=(frames, 512)).astype(np.float32))
+    return ClipFeatures(
+        clip_id, "audio" if seed % 2 else "video", rng.normal(size=(frames, 512)).astype(np.float32)
+    )
 
 
 def test_part_round_trips_through_parquet(tmp_path: Path) -> None:
@@ -26,7 +28,14 @@ def test_part_round_trips_through_parquet(tmp_path: Path) -> None:
     assert found["c3"].features.shape == (1, 512)
     assert found["c3"].modality == "audio"
     table = pq.read_table(store.parquet_parts()[0])
-    assert table.column_names == ["clip_id", "settings_hash", "modality", "n_frames", "features", "extracted_at"]
+    assert table.column_names == [
+        "clip_id",
+        "settings_hash",
+        "modality",
+        "n_frames",
+        "features",
+        "extracted_at",
+    ]
     assert table.column("n_frames").to_pylist() == [3, 8, 1]
     assert set(table.column("settings_hash").to_pylist()) == {"abc123"}
     assert store.stats()["clips"] == 3 and store.stats()["frames"] == 12
@@ -49,7 +58,10 @@ def test_tfrecord_copy_holds_the_same_numbers(tmp_path: Path) -> None:
             },
             sequence_features={"features": tf.io.FixedLenSequenceFeature([512], tf.float32)},
         )
-        seen[context["clip_id"].numpy().decode()] = (int(context["n_frames"]), sequence["features"].numpy())
+        seen[context["clip_id"].numpy().decode()] = (
+            int(context["n_frames"]),
+            sequence["features"].numpy(),
+        )
     assert set(seen) == {"a", "b"}
     for clip in clips:
         n, features = seen[clip.clip_id]

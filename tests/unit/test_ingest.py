@@ -27,7 +27,10 @@ def test_discover_media_reads_labels_from_folders(tmp_path: Path) -> None:
         (tmp_path / rel).write_bytes(b"x")
     found, skipped = discover_media(str(tmp_path), labelled=True)
     assert {(Path(c.uri).name, c.label) for c in found} == {
-        ("a.mp4", "cat"), ("b.wav", "cat"), ("c.flac", "dog"), ("loose.ogg", None)
+        ("a.mp4", "cat"),
+        ("b.wav", "cat"),
+        ("c.flac", "dog"),
+        ("loose.ogg", None),
     }
     assert skipped == 1
     unlabelled, _ = discover_media(str(tmp_path), labelled=False)
@@ -40,7 +43,10 @@ def test_landing_layout_labels_only_files_under_labelled(tmp_path: Path) -> None
         (tmp_path / rel).write_bytes(b"x")
     found, _ = discover_media(str(tmp_path), labelled=False, landing_layout=True)
     assert {Path(c.uri).name: c.label for c in found} == {
-        "a.mp4": "cat", "b.mp4": None, "c.mp4": None, "d.wav": None
+        "a.mp4": "cat",
+        "b.mp4": None,
+        "c.mp4": None,
+        "d.wav": None,
     }
 
 
@@ -60,7 +66,12 @@ def test_ingest_registers_probes_and_copies(tmp_path: Path, settings: Settings) 
     assert (summary.found, summary.added, summary.quarantined) == (2, 2, 0)
     rows = {Path(r["uri"]).name: r for r in _rows(settings)}
     video, audio = rows["r.mp4"], rows["t.wav"]
-    assert (video["modality"], video["label"], video["status"], video["width"]) == ("video", "ramps", "ok", 64)
+    assert (video["modality"], video["label"], video["status"], video["width"]) == (
+        "video",
+        "ramps",
+        "ok",
+        64,
+    )
     assert (audio["modality"], audio["label"], audio["sample_rate"]) == ("audio", "tones", 22050)
     assert audio["duration_seconds"] == pytest.approx(1.5, abs=0.05)
     for row in rows.values():
@@ -70,7 +81,9 @@ def test_ingest_registers_probes_and_copies(tmp_path: Path, settings: Settings) 
         assert stored.name.startswith(row["clip_id"]) and stored.is_relative_to(settings.media_root)
 
 
-def test_same_content_twice_is_one_clip_and_a_rerun_adds_nothing(tmp_path: Path, settings: Settings) -> None:
+def test_same_content_twice_is_one_clip_and_a_rerun_adds_nothing(
+    tmp_path: Path, settings: Settings
+) -> None:
     source = tmp_path / "in"
     original = gray_ramp_video(source / "a" / "one.mp4")
     shutil.copy(original, source / "a" / "copy_of_one.mp4")
@@ -90,7 +103,9 @@ def test_touched_file_is_rehashed_but_adds_nothing(tmp_path: Path, settings: Set
     assert (again.unchanged, again.already_known, again.added) == (0, 1, 0)
 
 
-def test_bad_files_are_quarantined_with_reason_and_the_batch_goes_on(tmp_path: Path, settings: Settings) -> None:
+def test_bad_files_are_quarantined_with_reason_and_the_batch_goes_on(
+    tmp_path: Path, settings: Settings
+) -> None:
     source = tmp_path / "in"
     gray_ramp_video(source / "good.mp4")
     corrupt_file(source / "broken.mp4")

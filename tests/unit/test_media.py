@@ -7,9 +7,9 @@ import pytest
 
 from pipeline.errors import MediaError
 from pipeline.media import probe_media, read_audio, read_video_frames, sample_times
+from pipeline.synthetic import write_audio
 from tests.conftest import DATASETS
 from tests.media_factory import corrupt_file, gray_ramp_video, tone, tone_file
-from pipeline.synthetic import write_audio
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
@@ -42,7 +42,7 @@ def test_probe_rejects_non_media_with_a_media_error(tmp_path: Path, content: byt
         corrupt_file(path)
     else:
         path.write_bytes(content)
-    with pytest.raises(MediaError, match="upload.mp4"):
+    with pytest.raises(MediaError, match=r"upload\.mp4"):
         probe_media(str(path))
 
 

@@ -5,7 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.model import build_sequence_head, load_classifier, pad_sequences, predict_probabilities
+from pipeline.model import (
+    build_sequence_head,
+    load_classifier,
+    pad_sequences,
+    predict_probabilities,
+)
 from pipeline.tfenv import keras
 
 pytestmark = pytest.mark.slow
@@ -48,7 +53,9 @@ def test_normalization_statistics_are_part_of_the_saved_model(tmp_path: Path) ->
     model.save(path)
     loaded = load_classifier(str(path))
     batch = pad_sequences([rng.normal(size=(4, 512)).astype(np.float32)])
-    np.testing.assert_allclose(model.predict_on_batch(batch), loaded.predict_on_batch(batch), atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_on_batch(batch), loaded.predict_on_batch(batch), atol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(loaded.get_layer("standardize").mean).ravel(), 3.0)
     np.testing.assert_allclose(np.asarray(loaded.get_layer("standardize").variance).ravel(), 4.0)
 

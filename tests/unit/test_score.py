@@ -43,7 +43,9 @@ def test_every_clip_gets_one_prediction_and_scoring_twice_adds_nothing(settings:
         assert row["confidence"] == pytest.approx(max(probabilities.values()), abs=1e-5)
         assert row["predicted_label"] == max(probabilities, key=probabilities.get)
         assert row["run_id"] == "scheduled__2026-11-28"
-    correct = np.mean([r["predicted_label"] == labels[r["clip_id"]] for r in rows if labels[r["clip_id"]]])
+    correct = np.mean(
+        [r["predicted_label"] == labels[r["clip_id"]] for r in rows if labels[r["clip_id"]]]
+    )
     assert correct >= 0.9
 
     second = run_score(settings, run_id="again", logical_date=WHEN)
@@ -57,8 +59,17 @@ def test_clips_without_features_are_counted_not_scored(settings: Settings) -> No
     temporal_corpus(warehouse, store, per_class=20)
     run_train(settings, TrainParams(epochs=2))
     warehouse.add_clip(
-        {"clip_id": "f" * 64, "uri": "/x.mp4", "media_uri": "/x.mp4", "modality": "video",
-         "label": None, "split": "train", "status": "ok", "error": None, "size_bytes": 1}
+        {
+            "clip_id": "f" * 64,
+            "uri": "/x.mp4",
+            "media_uri": "/x.mp4",
+            "modality": "video",
+            "label": None,
+            "split": "train",
+            "status": "ok",
+            "error": None,
+            "size_bytes": 1,
+        }
     )
     summary = run_score(settings, run_id="r", logical_date=WHEN)
     assert summary.missing_features == 1 and summary.scored == 40
@@ -78,6 +89,10 @@ def test_nothing_to_score_loads_no_model_and_no_tensorflow(settings: Settings) -
         "print(json.dumps({'scored': s.scored, 'tf': 'tensorflow' in sys.modules}))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], env=pipeline_env(settings), capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        env=pipeline_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"scored": 0, "tf": False}

@@ -71,8 +71,14 @@ def test_rising_and_falling_tones_give_mirrored_window_sequences() -> None:
     rising = np.concatenate([tone(0.4, 400), tone(0.4, 800), tone(0.4, 1600)])
     falling = np.concatenate([tone(0.4, 1600), tone(0.4, 800), tone(0.4, 400)])
     kwargs = dict(
-        sample_rate=16000, n_mels=64, mel_window_ms=25, mel_hop_ms=10,
-        window_seconds=0.32, hop_seconds=0.16, max_windows=16, image_size=32,
+        sample_rate=16000,
+        n_mels=64,
+        mel_window_ms=25,
+        mel_hop_ms=10,
+        window_seconds=0.32,
+        hop_seconds=0.16,
+        max_windows=16,
+        image_size=32,
     )
     up = log_mel_images(rising, **kwargs)
     down = log_mel_images(falling, **kwargs)

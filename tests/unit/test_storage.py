@@ -9,9 +9,14 @@ from pipeline import storage
 
 def test_atomic_write_publishes_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "file.bin"
-    with pytest.raises(RuntimeError), storage.atomic_write(str(target)) as tmp:
-        Path(tmp).write_bytes(b"half")
-        raise RuntimeError("crash mid-write")
+
+    def crash_mid_write() -> None:
+        with storage.atomic_write(str(target)) as tmp:
+            Path(tmp).write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        crash_mid_write()
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no temporary file left behind
 
@@ -28,7 +33,10 @@ def test_list_files_skips_hidden_and_temporary_files(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "z.wav").write_bytes(b"1")
     (tmp_path / "b.txt").write_bytes(b"1")
-    assert storage.list_files(str(tmp_path)) == [str(tmp_path / "a" / "x.wav"), str(tmp_path / "b.txt")]
+    assert storage.list_files(str(tmp_path)) == [
+        str(tmp_path / "a" / "x.wav"),
+        str(tmp_path / "b.txt"),
+    ]
     assert storage.list_files(str(tmp_path), (".wav",)) == [str(tmp_path / "a" / "x.wav")]
     assert storage.list_files(str(tmp_path / "missing")) == []
 

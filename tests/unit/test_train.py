@@ -22,7 +22,9 @@ def _setup(settings: Settings, **kwargs: int) -> tuple[Warehouse, FeatureStore]:
     return warehouse, store
 
 
-def test_head_learns_order_only_classes_and_registers_a_production_version(settings: Settings) -> None:
+def test_head_learns_order_only_classes_and_registers_a_production_version(
+    settings: Settings,
+) -> None:
     warehouse, _ = _setup(settings, per_class=60)
     result = run_train(settings, TrainParams(epochs=30, patience=5))
     assert not result.reused and result.production

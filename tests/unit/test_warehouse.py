@@ -111,7 +111,9 @@ def test_registry_promotion_keeps_one_production_model(warehouse: Warehouse) -> 
         warehouse.promote_model("v9999")
 
 
-def _prediction(clip_id: str, version: str, label: str, confidence: float, when: datetime) -> dict[str, Any]:
+def _prediction(
+    clip_id: str, version: str, label: str, confidence: float, when: datetime
+) -> dict[str, Any]:
     other = "b" if label == "a" else "a"
     return {
         "clip_id": clip_id,
@@ -158,7 +160,9 @@ def test_predictions_upsert_and_views(warehouse: Warehouse) -> None:
         "SELECT day, model_version, predicted_label, clips FROM daily_label_counts"
         " ORDER BY day, model_version, predicted_label"
     )
-    assert [(str(r["day"]), r["model_version"], r["predicted_label"], r["clips"]) for r in counts] == [
+    assert [
+        (str(r["day"]), r["model_version"], r["predicted_label"], r["clips"]) for r in counts
+    ] == [
         ("2026-11-27", "v0001", "a", 3),
         ("2026-11-28", "v0002", "b", 1),
     ]
