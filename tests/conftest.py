@@ -19,7 +19,20 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def _datasets_dir() -> Path:
+    """The read-only shared datasets: $STPIPE_DATASETS, or ../shared/datasets beside the
+    checkout, or the workplace's /work/shared/datasets (CI clones elsewhere)."""
+    candidates = [os.environ.get("STPIPE_DATASETS"), REPO.parent / "shared" / "datasets"]
+    candidates.append("/work/shared/datasets")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "fsdd").is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared" / "datasets"  # tests using it fail, naming this path
+
+
+DATASETS = _datasets_dir()
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="stpipe-test-airflow-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
