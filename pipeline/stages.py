@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pipeline import storage
-from pipeline.config import Settings
+from pipeline.config import Settings, join_uri
 from pipeline.errors import ConfigError
 from pipeline.extract import ExtractSummary, extract_features
 from pipeline.feature_store import FeatureStore
@@ -76,12 +76,20 @@ def run_extract(settings: Settings, *, progress: Progress | None = None) -> Extr
         )
 
     with Warehouse.connect(settings.warehouse) as warehouse:
+
+        def quarantine(clip_id: str, reason: str) -> None:
+            warehouse.quarantine_clip(clip_id, reason)
+            storage.write_bytes(
+                join_uri(settings.quarantine_root, f"{clip_id}.reason.txt"),
+                f"failed during extraction\n{reason}\n".encode(),
+            )
+
         return extract_features(
             warehouse.clips(status="ok"),
             store,
             SequenceSpec.from_settings(settings),
             make_embedder,
-            quarantine=warehouse.quarantine_clip,
+            quarantine=quarantine,
             decode_workers=settings.decode_workers,
             progress=progress,
         )

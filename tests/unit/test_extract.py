@@ -109,6 +109,8 @@ def test_clip_that_fails_to_decode_is_quarantined_and_the_rest_extracted(
     assert (
         clip is not None and clip.status == "quarantined" and "cannot decode" in (clip.error or "")
     )
+    reason = Path(settings.quarantine_root, f"{victim.clip_id}.reason.txt").read_text()
+    assert "cannot decode" in reason
     assert run_extract(settings).cached == 3  # quarantined clips are no longer pending
 
 
