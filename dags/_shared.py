@@ -20,6 +20,8 @@ MODELS = Asset(name="stpipe_models", uri="stpipe://warehouse/model_versions", gr
 PREDICTIONS = Asset(name="stpipe_predictions", uri="stpipe://warehouse/predictions", group="stpipe")
 
 START_DATE = datetime(2026, 1, 1)
+#: Airflow pool capping concurrent VGG-16 tasks per deployment (slots = CNN tasks at once).
+CNN_POOL = "cnn"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "stpipe",

@@ -1,9 +1,12 @@
 """### feature_extraction
 
 Decodes every `ok` clip that has no cached features for the current settings, runs the frozen
-VGG-16 over its frames (or spectrogram windows) and writes 512-d features per frame to the
-feature store (Parquet + TFRecord). Clips already cached are skipped without loading
-TensorFlow. Scheduled by the `stpipe_media_files` asset; emits `stpipe_features`.
+VGG-16 over its frames (and spectrogram windows) and writes 512-d features per frame to the
+feature store (Parquet + TFRecord). The pending clips are split into shards
+(`PIPELINE_EXTRACT_CLIPS_PER_SHARD`, at most `PIPELINE_EXTRACT_MAX_SHARDS`), one mapped task
+each, writing its own parts; the `cnn` pool caps how many run the CNN at once (create it with
+`airflow pools set cnn <slots> "VGG-16 extraction"`). Clips already cached are skipped without
+loading TensorFlow. Scheduled by the `stpipe_media_files` asset; emits `stpipe_features`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEATURES, MEDIA_FILES, START_DATE
+from _shared import CNN_POOL, DEFAULT_ARGS, FEATURES, MEDIA_FILES, START_DATE
 from airflow.sdk import dag, task
 
 
@@ -26,15 +29,34 @@ from airflow.sdk import dag, task
     doc_md=__doc__,
 )
 def feature_extraction() -> None:
-    @task(outlets=[FEATURES], execution_timeout=timedelta(hours=6))
-    def extract_features() -> dict[str, Any]:
+    @task(execution_timeout=timedelta(minutes=10))
+    def plan_extraction() -> list[dict[str, int]]:
+        from pipeline.config import load_settings
+        from pipeline.stages import plan_extraction
+
+        return plan_extraction(load_settings())
+
+    @task(pool=CNN_POOL, execution_timeout=timedelta(hours=6))
+    def extract_features(shard: dict[str, int]) -> dict[str, Any]:
         from pipeline.config import load_settings
         from pipeline.progress import LogProgress
         from pipeline.stages import run_extract
 
-        return run_extract(load_settings(), progress=LogProgress()).as_dict()
+        summary = run_extract(
+            load_settings(), shard=shard["shard"], shards=shard["shards"], progress=LogProgress()
+        )
+        result = summary.as_dict()
+        result["parts"] = len(summary.parts)  # XCom: counts, not lists
+        return result
 
-    extract_features()
+    @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=10))
+    def summarize_extraction(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+        from pipeline.extract import combine_summaries
+
+        return combine_summaries(list(summaries))
+
+    shards = extract_features.expand(shard=plan_extraction())
+    summarize_extraction(shards)  # type: ignore[arg-type]  # XComArg resolves at run time
 
 
 feature_extraction()

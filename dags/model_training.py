@@ -34,6 +34,11 @@ from airflow.sdk import Param, dag, task
             0.002, type="number", exclusiveMinimum=0, maximum=1, description="Nadam learning rate."
         ),
         "patience": Param(8, type="integer", minimum=0, description="Early-stopping patience."),
+        "streams": Param(
+            "auto",
+            enum=["auto", "video", "audio", "both"],
+            description="Feature streams the head reads: auto = whatever the data has.",
+        ),
         "promote": Param(
             "auto",
             enum=["auto", "yes", "no"],
@@ -56,6 +61,7 @@ def model_training() -> None:
             learning_rate=float(params["learning_rate"]),
             patience=int(params["patience"]),
             seed=settings.seed,
+            streams=str(params["streams"]),
         )
         promote = {"auto": None, "yes": True, "no": False}[params["promote"]]
         return run_train(settings, train_params, promote=promote).as_dict()

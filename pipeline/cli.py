@@ -152,16 +152,89 @@ def ingest(
 
 
 @app.command()
-def extract() -> None:
+def extract(
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="Only shard K of N (e.g. 2/4): run one per machine to split the work; clips "
+            "are assigned to shards by their id.",
+        ),
+    ] = "1/1",
+) -> None:
     """Compute and cache VGG-16 features for every ok clip lacking them (Parquet + TFRecord)."""
     from pipeline.stages import run_extract
 
+    try:
+        number, total = (int(x) for x in shard.split("/"))
+    except ValueError:
+        _fail(PipelineError(f"--shard takes K/N, e.g. 1/4; got {shard!r}"))
     settings = _settings()
     try:
-        summary = run_extract(settings, progress=RichProgress())
+        summary = run_extract(settings, shard=number - 1, shards=total, progress=RichProgress())
     except PipelineError as exc:
         _fail(exc)
     _show("extract", summary.as_dict())
+
+
+features_app = typer.Typer(help="Inspect and check the feature cache.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every cached settings folder: what made it, how many clips and frames, its size."""
+    from pipeline.feature_store import FeatureStore, list_settings_folders
+
+    settings = _settings()
+    table = Table(title=f"feature cache ({settings.features_root})", title_justify="left")
+    for column in (
+        "settings hash",
+        "image",
+        "precision",
+        "weights",
+        "clips",
+        "segments",
+        "video frames",
+        "audio frames",
+        "MB",
+    ):
+        table.add_column(column)
+    for settings_hash in list_settings_folders(settings.features_root):
+        store = FeatureStore(settings.features_root, settings_hash)
+        meta = store.read_settings().get("video", {})
+        stats = store.stats()
+        current = " (current)" if settings_hash == settings.settings_hash else ""
+        table.add_row(
+            settings_hash + current,
+            str(meta.get("image_size", "?")),
+            str(meta.get("precision", "?")),
+            str(meta.get("cnn_weights", "?")),
+            str(stats["clips"]),
+            str(stats["segments"]),
+            str(stats["video_frames"]),
+            str(stats["audio_frames"]),
+            f"{stats['bytes'] / 1e6:.1f}",
+        )
+    out.print(table)
+
+
+@features_app.command("verify")
+def features_verify(
+    settings_hash: Annotated[
+        str | None, typer.Option(help="Folder to check. Default: the current settings' one.")
+    ] = None,
+) -> None:
+    """Prove that the Parquet and TFRecord copies hold the same numbers (exit 1 if not)."""
+    from pipeline.feature_store import FeatureStore
+
+    settings = _settings()
+    store = FeatureStore(settings.features_root, settings_hash or settings.settings_hash)
+    report = store.verify()
+    for problem in report["problems"][:50]:
+        console.print(f"[red]mismatch:[/] {problem}")
+    _show(f"verify {store.settings_hash}", {**report, "problems": len(report["problems"])})
+    if report["problems"]:
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -170,6 +243,12 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Clips per training batch.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Nadam learning rate.")] = 0.002,
     patience: Annotated[int, typer.Option(help="Epochs without val-loss progress.")] = 8,
+    streams: Annotated[
+        str,
+        typer.Option(
+            help="Feature streams the head reads: auto (what the data has), video, audio, both."
+        ),
+    ] = "auto",
     promote: Annotated[
         bool | None,
         typer.Option(
@@ -191,6 +270,7 @@ def train(
             learning_rate=learning_rate,
             patience=patience,
             seed=settings.seed,
+            streams=streams,
         )
     except ValueError as exc:
         _fail(exc)

@@ -6,13 +6,21 @@ Every field comes from an environment variable ``PIPELINE_<FIELD>`` (for example
 
 Defaults for the sequences each clip becomes:
 
-* video: ``frames_per_clip`` = 16 frames sampled uniformly over the clip;
+* segments: a clip longer than ``segment_seconds`` = 10 s is cut into equal segments of about
+  that length (a 25 s clip: three of 8.3 s); each segment is one sequence and gets its own
+  prediction. Shorter clips are one segment.
+* video: ``frames_per_segment`` = 16 frames sampled uniformly over each segment. A video's audio
+  track (``audio_of_video``) also becomes spectrogram windows, on the same segment boundaries.
 * audio: mono, resampled to ``sample_rate`` = 16 kHz; log-mel spectrogram with ``n_mels`` = 64
   bands, 25 ms analysis window and 10 ms hop; cut into ``audio_window_seconds`` = 0.32 s windows
   every ``audio_hop_seconds`` = 0.16 s. VGGish uses 0.96 s windows for general audio events;
   0.32 s suits short events such as spoken words (a digit in FSDD lasts about 0.3-0.8 s, so it
-  spans 2-5 windows and the LSTM sees how its spectrum changes). Longer audio is capped at
-  ``max_frames`` windows (the first 2.72 s by default); shorter audio is padded to one window.
+  spans 2-5 windows and the LSTM sees how its spectrum changes). A segment holds at most
+  ``max_frames`` = 64 windows (10.24 s, so a 10 s segment is never cut); audio shorter than one
+  window is padded to one.
+
+Features are cached per *stream* (video frames, audio windows): each stream has a hash of the
+settings that change its numbers, so changing, say, ``n_mels`` recomputes audio features only.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from pydantic_settings import (
 from pipeline.errors import ConfigError
 
 #: Bump when the extraction code changes the numbers it writes for the same settings.
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2
+STREAMS = ("video", "audio")
 
 Precision = Literal["float32", "bfloat16", "auto"]
 
@@ -58,8 +67,10 @@ class Settings(BaseSettings):
     image_size: int = Field(224, description="CNN input rows = cols, in pixels (>= 32).")
     cnn_precision: Precision = Field("float32", description="float32, bfloat16 or auto.")
     cnn_batch_size: int = Field(32, description="Frames per VGG-16 forward batch.")
-    frames_per_clip: int = Field(16, description="Video frames sampled uniformly per clip.")
-    max_frames: int = Field(16, description="Longest sequence (frames or audio windows) kept.")
+    segment_seconds: float = Field(10.0, description="Clips longer than this become segments.")
+    frames_per_segment: int = Field(16, description="Video frames sampled uniformly per segment.")
+    max_frames: int = Field(64, description="Longest sequence (frames or audio windows) kept.")
+    audio_of_video: bool = Field(True, description="Also extract the audio track of videos.")
     sample_rate: int = Field(16000, description="Audio is resampled to this rate, in Hz.")
     n_mels: int = Field(64, description="Mel bands in the log-mel spectrogram.")
     mel_window_ms: float = Field(25.0, description="STFT analysis window, milliseconds.")
@@ -67,6 +78,10 @@ class Settings(BaseSettings):
     audio_window_seconds: float = Field(0.32, description="Spectrogram image width, seconds.")
     audio_hop_seconds: float = Field(0.16, description="Step between spectrogram images, seconds.")
     decode_workers: int = Field(2, description="Threads decoding media while the CNN runs.")
+    extract_clips_per_shard: int = Field(
+        200, description="Pending clips per feature_extraction task (Airflow mapping)."
+    )
+    extract_max_shards: int = Field(8, description="Most parallel feature_extraction tasks.")
     seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
 
     @classmethod
@@ -97,7 +112,14 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "cnn_batch_size", "frames_per_clip", "max_frames", "sample_rate", "n_mels", "decode_workers"
+        "cnn_batch_size",
+        "frames_per_segment",
+        "max_frames",
+        "sample_rate",
+        "n_mels",
+        "decode_workers",
+        "extract_clips_per_shard",
+        "extract_max_shards",
     )
     @classmethod
     def _check_positive(cls, value: int) -> int:
@@ -113,6 +135,8 @@ class Settings(BaseSettings):
             raise ValueError("need 0 < PIPELINE_AUDIO_HOP_SECONDS <= PIPELINE_AUDIO_WINDOW_SECONDS")
         if self.audio_window_seconds * 1000 < 2 * self.mel_hop_ms:
             raise ValueError("an audio window must hold at least two spectrogram hops")
+        if self.segment_seconds < self.audio_window_seconds:
+            raise ValueError("PIPELINE_SEGMENT_SECONDS must be at least one audio window long")
         return self
 
     # Resolved locations -------------------------------------------------------------------
@@ -172,29 +196,54 @@ class Settings(BaseSettings):
             )
         return "sha256:" + file_sha256(path)
 
-    def feature_settings(self) -> dict[str, Any]:
-        """Everything that changes the numbers the extractor writes."""
-        return {
+    def stream_settings(self, stream: str) -> dict[str, Any]:
+        """Everything that changes the numbers the extractor writes for one stream."""
+        common = {
             "extractor_version": EXTRACTOR_VERSION,
             "cnn": "vgg16-gap",
             "cnn_weights": self.cnn_weights_id,
             "image_size": self.image_size,
             "precision": self.resolved_precision(),
-            "frames_per_clip": self.frames_per_clip,
-            "max_frames": self.max_frames,
-            "sample_rate": self.sample_rate,
-            "n_mels": self.n_mels,
-            "mel_window_ms": self.mel_window_ms,
-            "mel_hop_ms": self.mel_hop_ms,
-            "audio_window_seconds": self.audio_window_seconds,
-            "audio_hop_seconds": self.audio_hop_seconds,
+            "segment_seconds": self.segment_seconds,
+        }
+        if stream == "video":
+            return {**common, "frames_per_segment": min(self.frames_per_segment, self.max_frames)}
+        if stream == "audio":
+            return {
+                **common,
+                "sample_rate": self.sample_rate,
+                "n_mels": self.n_mels,
+                "mel_window_ms": self.mel_window_ms,
+                "mel_hop_ms": self.mel_hop_ms,
+                "audio_window_seconds": self.audio_window_seconds,
+                "audio_hop_seconds": self.audio_hop_seconds,
+                "max_frames": self.max_frames,
+            }
+        raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+
+    def stream_hash(self, stream: str) -> str:
+        return _short_hash(self.stream_settings(stream))
+
+    def feature_settings(self) -> dict[str, Any]:
+        """What a feature-store folder holds: both streams' settings and their hashes."""
+        return {
+            "video_hash": self.stream_hash("video"),
+            "audio_hash": self.stream_hash("audio"),
+            "audio_of_video": self.audio_of_video,
+            "video": self.stream_settings("video"),
+            "audio": self.stream_settings("audio"),
         }
 
     @property
     def settings_hash(self) -> str:
-        """Short, stable hash of :meth:`feature_settings`; names the feature-store folder."""
-        canonical = json.dumps(self.feature_settings(), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """Names the feature-store folder: the stream hashes plus what combines them."""
+        settings = self.feature_settings()
+        return _short_hash({k: settings[k] for k in ("video_hash", "audio_hash", "audio_of_video")})
+
+
+def _short_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -146,6 +146,12 @@ def run_dags_with_airflow(settings: Settings, *, epochs: int, console: Console) 
     airflow = str(Path(sys.executable).with_name("airflow"))
     timings: dict[str, float] = {}
     _run_logged([airflow, "db", "migrate"], env, logs / "db-migrate.log", "airflow db migrate")
+    _run_logged(
+        [airflow, "pools", "set", "cnn", "1", "concurrent VGG-16 extraction tasks"],
+        env,
+        logs / "pools.log",
+        "airflow pools set cnn",
+    )
     for dag_id in DAG_ORDER:
         command = [airflow, "dags", "test", dag_id]
         if dag_id == "model_training":

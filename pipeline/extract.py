@@ -1,18 +1,26 @@
 """Stage 2, extract: decode clips into image sequences and cache their VGG-16 features.
 
-Clips that already have features for the current settings hash are skipped without decoding
-anything or importing TensorFlow. Decoding runs in worker threads (PyAV and librosa release the
-GIL) while the main thread runs the CNN over batches that mix frames of many clips. A clip that
-fails to decode is quarantined with the reason and the batch goes on.
+Work is never repeated:
+
+* a clip whose features are in the store for the current settings hash is skipped, without
+  decoding anything or importing TensorFlow;
+* a stream (video frames / audio windows) whose features exist in another feature folder with
+  the same stream settings hash is copied from there, not recomputed.
+
+What is left is decoded by worker threads (PyAV and librosa release the GIL), segment by
+segment, into a bounded queue, while the main thread runs the CNN over batches that mix frames of
+many clips; memory stays flat however long a clip is. Finished clips are written in parts of about
+``part_frames`` frames. A clip that fails to decode is quarantined with the reason and the rest
+go on.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import MediaError
-from pipeline.feature_store import ClipFeatures, FeatureStore
+from pipeline.feature_store import FeatureStore, SegmentFeatures, empty_features
 from pipeline.progress import NullProgress, Progress
-from pipeline.sequences import SequenceSpec, clip_images
+from pipeline.sequences import SegmentImages, SequenceSpec, iter_clip_images
 from pipeline.warehouse import ClipRecord
 
 if TYPE_CHECKING:
@@ -34,11 +42,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class ExtractSummary:
     settings_hash: str
-    clips: int = 0  # ok clips considered
+    shard: str = "1/1"
+    clips: int = 0  # ok clips in this shard
     cached: int = 0  # already had features: skipped
-    extracted: int = 0
+    extracted: int = 0  # clips written this run
+    reused_streams: int = 0  # clip streams copied from another settings folder
     quarantined: int = 0
-    frames: int = 0
+    segments: int = 0
+    frames: int = 0  # frames that went through the CNN
     setup_seconds: float = 0.0  # importing TensorFlow and building VGG-16
     seconds: float = 0.0  # decoding + CNN + writing, after set-up
     frames_per_second: float = 0.0
@@ -48,6 +59,82 @@ class ExtractSummary:
         return asdict(self)
 
 
+def combine_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One run-level summary from the shards' summaries (their ``as_dict()`` values)."""
+    total: dict[str, Any] = {"shards": len(summaries)}
+    for key in (
+        "clips",
+        "cached",
+        "extracted",
+        "reused_streams",
+        "quarantined",
+        "segments",
+        "frames",
+    ):
+        total[key] = sum(int(s.get(key, 0)) for s in summaries)
+    busiest = max((float(s.get("seconds", 0.0)) for s in summaries), default=0.0)
+    total["seconds"] = round(busiest, 3)  # shards run side by side: the slowest one
+    total["frames_per_second"] = round(
+        sum(float(s.get("frames_per_second", 0.0)) for s in summaries), 2
+    )
+    total["settings_hash"] = summaries[0]["settings_hash"] if summaries else None
+    return total
+
+
+def shard_of(clip_id: str, shards: int) -> int:
+    """Which of ``shards`` extraction shards a clip belongs to (stable, from its id)."""
+    return int(clip_id[8:16], 16) % shards
+
+
+@dataclass
+class _ClipWork:
+    """A clip in flight: the streams to compute and the features gathered so far."""
+
+    clip: ClipRecord
+    compute: tuple[str, ...]
+    reused: dict[str, list[SegmentFeatures]]
+    segments: dict[int, SegmentFeatures] = field(default_factory=dict)
+    unembedded: int = 0  # decoded sequences waiting for the CNN
+    decoded: bool = False
+    failed: str | None = None
+
+    def add(self, item: SegmentImages, features: npt.NDArray[np.float32]) -> None:
+        seg = item.segment
+        row = self.segments.setdefault(
+            seg.index,
+            SegmentFeatures(
+                self.clip.clip_id,
+                seg.index,
+                seg.count,
+                seg.start,
+                seg.end,
+                self.clip.modality or "",
+            ),
+        )
+        row.streams[item.stream] = features
+
+    def finish(self, streams: Sequence[str]) -> list[SegmentFeatures]:
+        """All segments with every stream filled in (copied streams merged, gaps empty)."""
+        for stream, rows in self.reused.items():
+            for reused in rows:
+                row = self.segments.setdefault(
+                    reused.segment_index,
+                    SegmentFeatures(
+                        self.clip.clip_id,
+                        reused.segment_index,
+                        reused.n_segments,
+                        reused.start_seconds,
+                        reused.end_seconds,
+                        self.clip.modality or "",
+                    ),
+                )
+                row.streams[stream] = reused.stream(stream)
+        for row in self.segments.values():
+            for stream in streams:
+                row.streams.setdefault(stream, empty_features())
+        return [self.segments[i] for i in sorted(self.segments)]
+
+
 def extract_features(
     clips: Sequence[ClipRecord],
     store: FeatureStore,
@@ -55,9 +142,11 @@ def extract_features(
     make_embedder: Callable[[], FrameEmbedder],
     *,
     quarantine: Callable[[str, str], None],
+    reuse_from: dict[str, list[FeatureStore]] | None = None,
     decode_workers: int = 2,
     part_frames: int = 1024,
     progress: Progress | None = None,
+    shard: str = "1/1",
 ) -> ExtractSummary:
     """Extract and store features for every clip in ``clips`` not yet in ``store``.
 
@@ -65,108 +154,242 @@ def extract_features(
         clips: ``ok`` clips from the warehouse.
         store: feature store of the current settings hash.
         spec: how clips become image sequences.
-        make_embedder: builds the VGG-16 embedder; called only if there is work.
+        make_embedder: builds the VGG-16 embedder; called only if some stream must be computed.
         quarantine: called with (clip_id, reason) for a clip that fails to decode.
+        reuse_from: per stream, feature stores whose features for that stream were made with
+            the current settings (copied instead of recomputed).
         decode_workers: decoding threads.
-        part_frames: frames buffered before they are embedded and written as one store part.
+        part_frames: frames (of finished clips) written together as one store part.
+        shard: label of this shard for the summary, e.g. ``"2/4"``.
     """
     progress = progress or NullProgress()
-    summary = ExtractSummary(settings_hash=store.settings_hash, clips=len(clips))
+    summary = ExtractSummary(settings_hash=store.settings_hash, shard=shard, clips=len(clips))
     done = store.clip_ids()
     pending = [c for c in clips if c.clip_id not in done]
     summary.cached = len(clips) - len(pending)
     if not pending:
         log.info(
-            "extract: all %d clips already have features (%s)", len(clips), store.settings_hash
+            "extract %s: all %d clips already have features (%s)",
+            shard,
+            len(clips),
+            store.settings_hash,
         )
         return summary
 
-    setup_started = time.perf_counter()
-    embedder = make_embedder()
-    summary.setup_seconds = round(time.perf_counter() - setup_started, 3)
+    works = _plan(pending, spec, reuse_from or {}, summary)
     started = time.perf_counter()
-    progress.start("extract", len(pending), "clips")
-    buffer: list[tuple[ClipRecord, npt.NDArray[np.uint8]]] = []
-    buffered_frames = 0
-    for clip, images_or_error in _decode_ahead(pending, spec, decode_workers):
-        if isinstance(images_or_error, str):
-            quarantine(clip.clip_id, images_or_error)
-            summary.quarantined += 1
-            progress.advance(1)
-            log.warning(
-                "quarantined clip %s (%s): %s", clip.clip_id[:12], clip.uri, images_or_error
-            )
-            continue
-        buffer.append((clip, images_or_error))
-        buffered_frames += images_or_error.shape[0]
-        if buffered_frames >= part_frames:
-            _flush(buffer, embedder, store, summary, progress)
-            buffer, buffered_frames = [], 0
-    if buffer:
-        _flush(buffer, embedder, store, summary, progress)
-    progress.finish()
+    writer = _PartWriter(store, spec, part_frames, summary)
+    for work in works:
+        if not work.compute:  # everything copied from other settings folders
+            writer.add(work)
+    to_compute = [w for w in works if w.compute]
+    if to_compute:
+        setup_started = time.perf_counter()
+        embedder = make_embedder()
+        summary.setup_seconds = round(time.perf_counter() - setup_started, 3)
+        started = time.perf_counter()
+        progress.start(f"extract {shard}", len(to_compute), "clips")
+        _run_pipeline(
+            to_compute, spec, embedder, writer, quarantine, decode_workers, progress, summary
+        )
+        progress.finish()
+    writer.flush()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.frames_per_second = (
         round(summary.frames / summary.seconds, 2) if summary.seconds else 0.0
     )
     log.info(
-        "extract: %d clips, %d frames in %.1f s (%.1f frames/s; set-up %.1f s), %d cached, "
-        "%d quarantined",
+        "extract %s: %d clips (%d segments), %d CNN frames in %.1f s (%.1f frames/s; set-up "
+        "%.1f s); %d cached, %d streams reused, %d quarantined",
+        shard,
         summary.extracted,
+        summary.segments,
         summary.frames,
         summary.seconds,
         summary.frames_per_second,
         summary.setup_seconds,
         summary.cached,
+        summary.reused_streams,
         summary.quarantined,
     )
     return summary
 
 
-def _decode_one(clip: ClipRecord, spec: SequenceSpec) -> npt.NDArray[np.uint8] | str:
-    if not clip.media_uri or not clip.modality:
-        return "clip has no stored media file or modality; re-ingest it"
-    try:
-        return clip_images(clip.media_uri, clip.modality, spec, clip.duration_seconds)
-    except MediaError as exc:
-        return str(exc)
-
-
-def _decode_ahead(
-    clips: Sequence[ClipRecord], spec: SequenceSpec, workers: int
-) -> Iterator[tuple[ClipRecord, npt.NDArray[np.uint8] | str]]:
-    """Decoded clips in order, with at most ``2 * workers`` decodes in flight (bounded memory)."""
-    window = max(1, 2 * workers)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-        in_flight: deque[tuple[ClipRecord, Future[npt.NDArray[np.uint8] | str]]] = deque()
-        for clip in clips:
-            in_flight.append((clip, pool.submit(_decode_one, clip, spec)))
-            if len(in_flight) >= window:
-                head, future = in_flight.popleft()
-                yield head, future.result()
-        while in_flight:
-            head, future = in_flight.popleft()
-            yield head, future.result()
-
-
-def _flush(
-    buffer: list[tuple[ClipRecord, npt.NDArray[np.uint8]]],
-    embedder: FrameEmbedder,
-    store: FeatureStore,
+def _plan(
+    pending: Sequence[ClipRecord],
+    spec: SequenceSpec,
+    reuse_from: dict[str, list[FeatureStore]],
     summary: ExtractSummary,
+) -> list[_ClipWork]:
+    """Decide per clip which streams to copy and which to compute."""
+    ids = {c.clip_id for c in pending}
+    reusable: dict[str, dict[str, list[SegmentFeatures]]] = {}
+    for stream, sources in reuse_from.items():
+        for source in sources:
+            have = source.clip_ids() & ids
+            missing = {c for c in have if stream not in reusable.get(c, {})}
+            if not missing:
+                continue
+            for clip_id, rows in source.read_segments(missing, streams=(stream,)).items():
+                reusable.setdefault(clip_id, {})[stream] = rows
+    works = []
+    for clip in pending:
+        streams = spec.streams_for(clip.modality or "")
+        reused = {
+            s: reusable[clip.clip_id][s] for s in streams if s in reusable.get(clip.clip_id, {})
+        }
+        summary.reused_streams += len(reused)
+        works.append(_ClipWork(clip, tuple(s for s in streams if s not in reused), reused))
+    return works
+
+
+class _PartWriter:
+    """Collects finished clips and writes them as parts of about ``part_frames`` frames."""
+
+    def __init__(
+        self, store: FeatureStore, spec: SequenceSpec, part_frames: int, summary: ExtractSummary
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.part_frames = part_frames
+        self.summary = summary
+        self.rows: list[SegmentFeatures] = []
+        self.frames = 0
+
+    def add(self, work: _ClipWork) -> None:
+        rows = work.finish(self.spec.streams_for(work.clip.modality or ""))
+        self.rows.extend(rows)
+        self.frames += sum(r.frames for r in rows)
+        self.summary.extracted += 1
+        self.summary.segments += len(rows)
+        if self.frames >= self.part_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.summary.parts.append(self.store.write_part(self.rows))
+            self.rows, self.frames = [], 0
+
+
+def _run_pipeline(
+    works: list[_ClipWork],
+    spec: SequenceSpec,
+    embedder: FrameEmbedder,
+    writer: _PartWriter,
+    quarantine: Callable[[str, str], None],
+    decode_workers: int,
     progress: Progress,
+    summary: ExtractSummary,
 ) -> None:
-    frames = np.concatenate([images for _, images in buffer])
-    features = embedder.embed_frames(frames)
-    records = []
-    offset = 0
-    for clip, images in buffer:
-        n = images.shape[0]
-        records.append(
-            ClipFeatures(clip.clip_id, clip.modality or "", features[offset : offset + n])
-        )
-        offset += n
-    summary.parts.append(store.write_part(records))
-    summary.extracted += len(records)
-    summary.frames += int(frames.shape[0])
-    progress.advance(len(records), int(frames.shape[0]))
+    """Decode in threads into a bounded queue; embed in mixed batches here; write finished clips."""
+    items: queue.Queue[tuple[str, _ClipWork | None, Any]] = queue.Queue(maxsize=4 * decode_workers)
+    jobs = iter(works)
+    jobs_lock = threading.Lock()
+    stop = threading.Event()
+
+    def next_job() -> _ClipWork | None:
+        with jobs_lock:
+            return next(jobs, None)
+
+    def decode_worker() -> None:
+        try:
+            while not stop.is_set() and (work := next_job()) is not None:
+                try:
+                    if not work.clip.media_uri or not work.clip.modality:
+                        raise MediaError("clip has no stored media file or modality; re-ingest it")
+                    for item in iter_clip_images(
+                        work.clip.media_uri,
+                        work.clip.modality,
+                        spec,
+                        work.clip.duration_seconds,
+                        streams=work.compute,
+                    ):
+                        items.put(("item", work, item))
+                        if stop.is_set():
+                            return
+                    items.put(("decoded", work, None))
+                except MediaError as exc:
+                    items.put(("failed", work, str(exc)))
+        except BaseException as exc:  # a bug: hand it to the main thread, which re-raises
+            items.put(("crashed", None, exc))
+        finally:
+            items.put(("exit", None, None))
+
+    threads = [
+        threading.Thread(target=decode_worker, name=f"decode-{i}", daemon=True)
+        for i in range(max(1, decode_workers))
+    ]
+    for thread in threads:
+        thread.start()
+    batch: list[tuple[_ClipWork, SegmentImages]] = []
+    batch_frames = 0
+    chunk = 4 * embedder.batch_size
+    running = len(threads)
+
+    def embed_batch() -> None:
+        nonlocal batch, batch_frames
+        live = [(w, it) for w, it in batch if w.failed is None]
+        if live:
+            features = embedder.embed_frames(np.concatenate([it.images for _, it in live]))
+            offset = 0
+            for work, item in live:
+                n = item.images.shape[0]
+                work.add(item, features[offset : offset + n])
+                work.unembedded -= 1
+                offset += n
+            summary.frames += offset
+            progress.advance(0, offset)
+        batch, batch_frames = [], 0
+        finish_ready()
+
+    in_flight: dict[str, _ClipWork] = {}
+
+    def finish_ready() -> None:
+        for clip_id, work in list(in_flight.items()):
+            if work.decoded and work.unembedded == 0:
+                writer.add(work)
+                del in_flight[clip_id]
+                progress.advance(1)
+
+    try:
+        while running:
+            kind, work, payload = items.get()
+            if kind == "exit":
+                running -= 1
+            elif kind == "crashed":
+                raise payload
+            elif work is not None and kind == "item":
+                in_flight.setdefault(work.clip.clip_id, work)
+                if payload.images.shape[0] == 0:  # e.g. a video without an audio track
+                    work.add(payload, empty_features())
+                else:
+                    work.unembedded += 1
+                    batch.append((work, payload))
+                    batch_frames += payload.images.shape[0]
+                    if batch_frames >= chunk:
+                        embed_batch()
+            elif work is not None and kind == "decoded":
+                in_flight.setdefault(work.clip.clip_id, work)
+                work.decoded = True
+                finish_ready()
+            elif work is not None and kind == "failed":
+                work.failed = payload
+                in_flight.pop(work.clip.clip_id, None)
+                quarantine(work.clip.clip_id, payload)
+                summary.quarantined += 1
+                progress.advance(1)
+                log.warning(
+                    "quarantined clip %s (%s): %s", work.clip.clip_id[:12], work.clip.uri, payload
+                )
+        if batch:
+            embed_batch()
+        finish_ready()
+    finally:
+        stop.set()
+        while any(t.is_alive() for t in threads):  # unblock workers waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join()

@@ -1,21 +1,30 @@
-"""The feature store: VGG-16 features per clip, keyed by (clip id, settings hash).
+"""The feature store: VGG-16 features per clip segment, keyed by (clip id, settings hash).
 
 Layout under ``DATA_DIR/features/<settings_hash>/``::
 
-    settings.json                       the feature settings this folder holds
-    parquet/part-<id>.parquet           one row per clip (analysts, scoring, checks)
-    tfrecords/part-<id>.tfrecord.gz     the same clips as SequenceExamples (training input)
+    settings.json                       the settings this folder holds (both streams' hashes)
+    parquet/part-<id>.parquet           one row per clip segment (analysts, scoring, checks)
+    tfrecords/part-<id>.tfrecord.gz     the same rows as SequenceExamples (training input)
+
+A row holds both *streams* of a segment: ``video`` (sampled frames) and ``audio`` (spectrogram
+windows; for a video, its audio track). A stream a clip does not have is an empty list. Each
+stream has its own settings hash (``video_hash``, ``audio_hash``): when only one stream's
+settings change, the other stream's features are copied from the folder that has them instead of
+being computed again.
 
 A part is written TFRecord first, Parquet last, each atomically; the Parquet file is the commit
 marker. Readers only trust TFRecord parts that have their Parquet twin, so a crash between the
-two writes leaves an ignored orphan rather than a half-visible part.
+two writes leaves an ignored orphan rather than a half-visible part. All rows of a clip are in
+one part.
 
-Parquet schema: ``clip_id`` string, ``settings_hash`` string, ``modality`` string,
-``n_frames`` int32, ``features`` list<fixed_size_list<float32, 512>> (frames x 512),
-``extracted_at`` timestamp (UTC).
+Parquet schema: ``clip_id`` string, ``segment_index`` / ``n_segments`` int32,
+``start_seconds`` / ``end_seconds`` float64, ``modality`` string (of the clip), ``settings_hash``
+/ ``video_hash`` / ``audio_hash`` string, ``video_frames`` / ``audio_frames`` int32,
+``video`` / ``audio`` list<fixed_size_list<float32, 512>>, ``extracted_at`` timestamp (UTC).
 
-TFRecord ``SequenceExample``: context ``clip_id`` (bytes), ``modality`` (bytes), ``n_frames``
-(int64); feature list ``features``: one 512-float ``FloatList`` per frame.
+TFRecord ``SequenceExample``: context ``clip_id``, ``modality`` (bytes), ``segment_index``,
+``n_segments`` (int64), ``start_seconds``, ``end_seconds`` (float); feature lists ``video`` and
+``audio``: one 512-float ``FloatList`` per frame.
 """
 
 from __future__ import annotations
@@ -23,10 +32,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,42 +43,91 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.config import join_uri
+from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 FEATURE_DIM = 512
+_SEQUENCE = pa.list_(pa.list_(pa.float32(), FEATURE_DIM))
 PARQUET_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
-        ("settings_hash", pa.string()),
+        ("segment_index", pa.int32()),
+        ("n_segments", pa.int32()),
+        ("start_seconds", pa.float64()),
+        ("end_seconds", pa.float64()),
         ("modality", pa.string()),
-        ("n_frames", pa.int32()),
-        ("features", pa.list_(pa.list_(pa.float32(), FEATURE_DIM))),
+        ("settings_hash", pa.string()),
+        ("video_hash", pa.string()),
+        ("audio_hash", pa.string()),
+        ("video_frames", pa.int32()),
+        ("audio_frames", pa.int32()),
+        ("video", _SEQUENCE),
+        ("audio", _SEQUENCE),
         ("extracted_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+_META_COLUMNS = [
+    "clip_id",
+    "segment_index",
+    "n_segments",
+    "start_seconds",
+    "end_seconds",
+    "modality",
+]
 
 
-@dataclass(frozen=True)
-class ClipFeatures:
-    """One clip's feature sequence: ``features`` is float32 ``(n_frames, 512)``."""
+def empty_features() -> npt.NDArray[np.float32]:
+    return np.zeros((0, FEATURE_DIM), np.float32)
+
+
+@dataclass
+class SegmentFeatures:
+    """Features of one clip segment; each stream is float32 ``(frames, 512)``, maybe 0 frames."""
 
     clip_id: str
+    segment_index: int
+    n_segments: int
+    start_seconds: float
+    end_seconds: float
     modality: str
-    features: npt.NDArray[np.float32]
+    streams: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+
+    def stream(self, name: str) -> npt.NDArray[np.float32]:
+        return self.streams.get(name, empty_features())
+
+    @property
+    def frames(self) -> int:
+        return sum(int(a.shape[0]) for a in self.streams.values())
 
 
 class FeatureStore:
     """Features of one settings hash under a feature root (local path or URI)."""
 
-    def __init__(self, root: str, settings_hash: str) -> None:
+    def __init__(
+        self, root: str, settings_hash: str, stream_hashes: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.settings_hash = settings_hash
         self.folder = join_uri(root, settings_hash)
         self.parquet_dir = join_uri(self.folder, "parquet")
         self.tfrecord_dir = join_uri(self.folder, "tfrecords")
+        self._stream_hashes = stream_hashes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FeatureStore:
+        """The store the current settings read and write."""
+        hashes = {s: settings.stream_hash(s) for s in STREAMS}
+        return cls(settings.features_root, settings.settings_hash, hashes)
+
+    @property
+    def stream_hashes(self) -> dict[str, str]:
+        """Per-stream settings hashes (from settings.json when not given)."""
+        if self._stream_hashes is None:
+            settings = self.read_settings()
+            self._stream_hashes = {s: str(settings.get(f"{s}_hash", "")) for s in STREAMS}
+        return self._stream_hashes
 
     # Writing ------------------------------------------------------------------------------
 
@@ -81,56 +138,66 @@ class FeatureStore:
             payload = {"settings_hash": self.settings_hash, **feature_settings}
             storage.write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True).encode())
 
-    def write_part(self, clips: Sequence[ClipFeatures]) -> str:
-        """Write clips as one part (TFRecord, then Parquet as the commit marker); return its name.
+    def read_settings(self) -> dict[str, Any]:
+        uri = join_uri(self.folder, "settings.json")
+        if not storage.exists(uri):
+            return {}
+        result: dict[str, Any] = json.loads(storage.read_bytes(uri))
+        return result
 
-        The part name is derived from the clip ids, so retrying the same batch overwrites
-        rather than duplicates.
-        """
-        if not clips:
-            raise ValueError("write_part needs at least one clip")
-        for clip in clips:
-            if clip.features.ndim != 2 or clip.features.shape[1] != FEATURE_DIM:
-                raise StoreError(
-                    f"clip {clip.clip_id}: features must be (frames, {FEATURE_DIM}), "
-                    f"got {clip.features.shape}"
-                )
-            if not np.all(np.isfinite(clip.features)):
-                raise StoreError(f"clip {clip.clip_id}: features contain NaN or inf")
-        ids = sorted(c.clip_id for c in clips)
+    def write_part(self, segments: Sequence[SegmentFeatures]) -> str:
+        """Write segments as one part (TFRecord, then Parquet as the commit marker); return its
+        name. The name is derived from the clip ids, so retrying the same clips overwrites rather
+        than duplicates."""
+        if not segments:
+            raise ValueError("write_part needs at least one segment")
+        for seg in segments:
+            for name, array in seg.streams.items():
+                if name not in STREAMS:
+                    raise StoreError(f"clip {seg.clip_id}: unknown stream {name!r}")
+                if array.ndim != 2 or array.shape[1] != FEATURE_DIM:
+                    raise StoreError(
+                        f"clip {seg.clip_id}: {name} features must be (frames, {FEATURE_DIM}), "
+                        f"got {array.shape}"
+                    )
+                if not np.all(np.isfinite(array)):
+                    raise StoreError(f"clip {seg.clip_id}: {name} features contain NaN or inf")
+        ids = sorted({s.clip_id for s in segments})
         name = "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-        self._write_tfrecord(join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), clips)
+        self._write_tfrecord(join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), segments)
         with storage.atomic_write(join_uri(self.parquet_dir, f"{name}.parquet")) as tmp:
-            pq.write_table(self._to_table(clips), tmp, compression="zstd")
+            pq.write_table(self._to_table(segments), tmp, compression="zstd")
         return name
 
-    def _to_table(self, clips: Sequence[ClipFeatures]) -> pa.Table:
+    def _to_table(self, segments: Sequence[SegmentFeatures]) -> pa.Table:
         now = datetime.now(UTC)
-        lengths = np.array([c.features.shape[0] for c in clips], dtype=np.int32)
-        flat = np.concatenate([c.features.astype(np.float32).reshape(-1) for c in clips])
-        frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), FEATURE_DIM)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        sequences = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames)
-        return pa.Table.from_arrays(
-            [
-                pa.array([c.clip_id for c in clips], pa.string()),
-                pa.array([self.settings_hash] * len(clips), pa.string()),
-                pa.array([c.modality for c in clips], pa.string()),
-                pa.array(lengths, pa.int32()),
-                sequences,
-                pa.array([now] * len(clips), pa.timestamp("us", tz="UTC")),
-            ],
-            schema=PARQUET_SCHEMA,
-        )
+        hashes = self.stream_hashes
+        columns: dict[str, Any] = {
+            "clip_id": pa.array([s.clip_id for s in segments], pa.string()),
+            "segment_index": pa.array([s.segment_index for s in segments], pa.int32()),
+            "n_segments": pa.array([s.n_segments for s in segments], pa.int32()),
+            "start_seconds": pa.array([s.start_seconds for s in segments], pa.float64()),
+            "end_seconds": pa.array([s.end_seconds for s in segments], pa.float64()),
+            "modality": pa.array([s.modality for s in segments], pa.string()),
+            "settings_hash": pa.array([self.settings_hash] * len(segments), pa.string()),
+            "video_hash": pa.array([hashes["video"]] * len(segments), pa.string()),
+            "audio_hash": pa.array([hashes["audio"]] * len(segments), pa.string()),
+        }
+        for stream in STREAMS:
+            arrays = [s.stream(stream) for s in segments]
+            columns[f"{stream}_frames"] = pa.array([a.shape[0] for a in arrays], pa.int32())
+            columns[stream] = numpy_to_sequences(arrays)
+        columns["extracted_at"] = pa.array([now] * len(segments), pa.timestamp("us", tz="UTC"))
+        return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
 
     @staticmethod
-    def _write_tfrecord(uri: str, clips: Sequence[ClipFeatures]) -> None:
+    def _write_tfrecord(uri: str, segments: Sequence[SegmentFeatures]) -> None:
         from pipeline.tfenv import tf
 
         options = tf.io.TFRecordOptions(compression_type="GZIP")
         with storage.atomic_write(uri) as tmp, tf.io.TFRecordWriter(tmp, options) as writer:
-            for clip in clips:
-                writer.write(sequence_example(clip).SerializeToString())
+            for segment in segments:
+                writer.write(sequence_example(segment).SerializeToString())
 
     # Reading ------------------------------------------------------------------------------
 
@@ -147,88 +214,212 @@ class FeatureStore:
         return [p for p in parts if _part_name(p) in committed]
 
     def clip_ids(self) -> set[str]:
-        """Ids of every clip with features for this settings hash (reads one column)."""
+        """Ids of every clip with features in this folder (reads one column)."""
         ids: set[str] = set()
         for part in self.parquet_parts():
             ids.update(_read_parquet(part, ["clip_id"]).column("clip_id").to_pylist())
         return ids
 
-    def read_features(self, clip_ids: Iterable[str] | None = None) -> dict[str, ClipFeatures]:
-        """Feature sequences of ``clip_ids`` (all clips when None) from the Parquet copy."""
+    def read_segments(
+        self, clip_ids: Iterable[str] | None = None, streams: Sequence[str] = STREAMS
+    ) -> dict[str, list[SegmentFeatures]]:
+        """Segments (in order) of ``clip_ids`` (all clips when None), from the Parquet copy."""
         wanted = set(clip_ids) if clip_ids is not None else None
-        found: dict[str, ClipFeatures] = {}
+        found: dict[str, list[SegmentFeatures]] = {}
         for part in self.parquet_parts():
-            table = _read_parquet(part, ["clip_id", "modality", "n_frames", "features"])
+            table = _read_parquet(part, [*_META_COLUMNS, *streams])
             ids = table.column("clip_id").to_pylist()
-            keep = [
-                i for i, c in enumerate(ids) if (wanted is None or c in wanted) and c not in found
-            ]
+            keep = [i for i, c in enumerate(ids) if wanted is None or c in wanted]
             if not keep:
                 continue
             table = table.take(pa.array(keep))
-            for clip_id, modality, array in zip(
-                table.column("clip_id").to_pylist(),
-                table.column("modality").to_pylist(),
-                sequences_to_numpy(table.column("features")),
-                strict=True,
-            ):
-                found[clip_id] = ClipFeatures(clip_id, modality, array)
+            meta = table.select(_META_COLUMNS).to_pylist()
+            arrays = {s: sequences_to_numpy(table.column(s)) for s in streams}
+            part_rows: dict[str, list[SegmentFeatures]] = {}
+            for i, row in enumerate(meta):
+                part_rows.setdefault(row["clip_id"], []).append(
+                    SegmentFeatures(**row, streams={s: arrays[s][i] for s in streams})
+                )
+            for clip_id, rows in part_rows.items():
+                found.setdefault(clip_id, sorted(rows, key=lambda r: r.segment_index))
         return found
 
-    def iter_feature_batches(self, clip_ids: Iterable[str]) -> Iterable[npt.NDArray[np.float32]]:
-        """Frame matrices ``(frames, 512)`` of the given clips, part by part (for statistics)."""
+    def segment_frames(self) -> dict[str, list[dict[str, int]]]:
+        """Per clip, per segment (in order): frames of each stream, e.g.
+        ``{"video": 16, "audio": 0}``. Reads only the small columns."""
+        index: dict[str, list[tuple[int, dict[str, int]]]] = {}
+        for part in self.parquet_parts():
+            table = _read_parquet(
+                part, ["clip_id", "segment_index", "video_frames", "audio_frames"]
+            )
+            for row in table.to_pylist():
+                frames = {s: int(row[f"{s}_frames"]) for s in STREAMS}
+                index.setdefault(row["clip_id"], []).append((row["segment_index"], frames))
+        return {c: [f for _, f in sorted(rows, key=lambda r: r[0])] for c, rows in index.items()}
+
+    def iter_stream_frames(
+        self, clip_ids: Iterable[str], stream: str
+    ) -> Iterator[npt.NDArray[np.float32]]:
+        """Frame matrices ``(frames, 512)`` of one stream of the given clips, part by part."""
         wanted = set(clip_ids)
         for part in self.parquet_parts():
-            table = _read_parquet(part, ["clip_id", "features"])
+            table = _read_parquet(part, ["clip_id", stream])
             mask = [c in wanted for c in table.column("clip_id").to_pylist()]
             if any(mask):
-                chosen = table.filter(pa.array(mask)).column("features")
-                yield np.concatenate(sequences_to_numpy(chosen))
+                chosen = sequences_to_numpy(table.filter(pa.array(mask)).column(stream))
+                if chosen:
+                    yield np.concatenate(chosen)
+
+    def verify(self) -> dict[str, Any]:
+        """Check that the Parquet and TFRecord copies of every part hold the same numbers.
+
+        Returns ``{"parts", "segments", "problems"}``; ``problems`` lists every difference
+        (a missing twin, a segment in one copy only, or features that differ).
+        """
+        from pipeline.tfenv import tf
+
+        problems: list[str] = []
+        segments = 0
+        for parquet in self.parquet_parts():
+            name = _part_name(parquet)
+            twin = join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz")
+            if not storage.exists(twin):
+                problems.append(f"{name}: TFRecord twin missing")
+                continue
+            table = _read_parquet(parquet, ["clip_id", "segment_index", *STREAMS])
+            keys = list(
+                zip(
+                    table.column("clip_id").to_pylist(),
+                    table.column("segment_index").to_pylist(),
+                    strict=True,
+                )
+            )
+            arrays = {s: sequences_to_numpy(table.column(s)) for s in STREAMS}
+            parquet_rows = {key: {s: arrays[s][i] for s in STREAMS} for i, key in enumerate(keys)}
+            if len(parquet_rows) != len(keys):
+                problems.append(f"{name}: a segment appears twice in the Parquet copy")
+            seen = set()
+            for record in tf.data.TFRecordDataset([twin], compression_type="GZIP"):
+                parsed = parse_sequence_example(record)
+                key = (parsed["clip_id"].numpy().decode(), int(parsed["segment_index"]))
+                seen.add(key)
+                if key not in parquet_rows:
+                    problems.append(f"{name}: {key} only in the TFRecord copy")
+                    continue
+                for stream in STREAMS:
+                    if not np.array_equal(parsed[stream].numpy(), parquet_rows[key][stream]):
+                        problems.append(f"{name}: {key} {stream} features differ")
+            problems.extend(
+                f"{name}: {key} only in the Parquet copy" for key in parquet_rows.keys() - seen
+            )
+            segments += len(parquet_rows)
+        return {"parts": len(self.parquet_parts()), "segments": segments, "problems": problems}
 
     def stats(self) -> dict[str, Any]:
-        """Clips, frames and bytes on disk in this folder."""
-        clips = frames = 0
+        """Clips, segments, frames per stream and bytes on disk in this folder."""
+        clips: set[str] = set()
+        segments = 0
+        frames = dict.fromkeys(STREAMS, 0)
         for part in self.parquet_parts():
-            lengths = _read_parquet(part, ["n_frames"]).column("n_frames").to_numpy()
-            clips += len(lengths)
-            frames += int(lengths.sum())
+            table = _read_parquet(part, ["clip_id", "video_frames", "audio_frames"])
+            clips.update(table.column("clip_id").to_pylist())
+            segments += table.num_rows
+            for stream in STREAMS:
+                frames[stream] += int(table.column(f"{stream}_frames").to_numpy().sum())
         size = sum(storage.file_stat(p)[0] for p in storage.list_files(self.folder))
         return {
             "settings_hash": self.settings_hash,
-            "clips": clips,
-            "frames": frames,
+            "clips": len(clips),
+            "segments": segments,
+            "frames": sum(frames.values()),
+            "video_frames": frames["video"],
+            "audio_frames": frames["audio"],
             "bytes": size,
         }
 
 
-def sequence_example(clip: ClipFeatures) -> Any:
-    """A ``tf.train.SequenceExample`` holding one clip's features."""
+def stores_with_stream(
+    root: str, stream: str, stream_hash: str, exclude: str = ""
+) -> list[FeatureStore]:
+    """Feature folders under ``root`` whose ``stream`` features were made with ``stream_hash``
+    (candidates to copy from instead of recomputing)."""
+    found = []
+    for settings_hash in list_settings_folders(root):
+        if settings_hash == exclude:
+            continue
+        store = FeatureStore(root, settings_hash)
+        if store.stream_hashes.get(stream) == stream_hash:
+            found.append(store)
+    return found
+
+
+def sequence_example(segment: SegmentFeatures) -> Any:
+    """A ``tf.train.SequenceExample`` holding one clip segment's features."""
     from pipeline.tfenv import tf
 
-    frames = [
-        tf.train.Feature(float_list=tf.train.FloatList(value=row))
-        for row in clip.features.astype(np.float32)
-    ]
+    def floats(value: float) -> Any:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+    def ints(value: int) -> Any:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    def text(value: str) -> Any:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+    feature_lists = {
+        stream: tf.train.FeatureList(
+            feature=[
+                tf.train.Feature(float_list=tf.train.FloatList(value=row))
+                for row in segment.stream(stream).astype(np.float32)
+            ]
+        )
+        for stream in STREAMS
+    }
     return tf.train.SequenceExample(
         context=tf.train.Features(
             feature={
-                "clip_id": _bytes_feature(clip.clip_id),
-                "modality": _bytes_feature(clip.modality),
-                "n_frames": tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=[clip.features.shape[0]])
-                ),
+                "clip_id": text(segment.clip_id),
+                "modality": text(segment.modality),
+                "segment_index": ints(segment.segment_index),
+                "n_segments": ints(segment.n_segments),
+                "start_seconds": floats(segment.start_seconds),
+                "end_seconds": floats(segment.end_seconds),
             }
         ),
-        feature_lists=tf.train.FeatureLists(
-            feature_list={"features": tf.train.FeatureList(feature=frames)}
-        ),
+        feature_lists=tf.train.FeatureLists(feature_list=feature_lists),
     )
 
 
-def _bytes_feature(text: str) -> Any:
+def parse_sequence_example(serialized: Any) -> dict[str, Any]:
+    """Parse a serialized SequenceExample into tensors: ``clip_id``, ``segment_index`` and one
+    ``(frames, 512)`` float32 tensor per stream."""
     from pipeline.tfenv import tf
 
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+    context, sequences = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            "clip_id": tf.io.FixedLenFeature([], tf.string),
+            "segment_index": tf.io.FixedLenFeature([], tf.int64),
+        },
+        sequence_features={
+            stream: tf.io.FixedLenSequenceFeature([FEATURE_DIM], tf.float32, allow_missing=True)
+            for stream in STREAMS
+        },
+    )
+    return {**context, **sequences}
+
+
+def numpy_to_sequences(arrays: Sequence[npt.NDArray[np.float32]]) -> pa.Array:
+    """``(frames_i, 512)`` arrays -> list<fixed_size_list<float32, 512>> (one list per array)."""
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
+    flat = (
+        np.concatenate([a.astype(np.float32).reshape(-1) for a in arrays])
+        if len(arrays)
+        else np.zeros(0, np.float32)
+    )
+    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), FEATURE_DIM)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames)
 
 
 def sequences_to_numpy(column: pa.ChunkedArray | pa.Array) -> list[npt.NDArray[np.float32]]:
@@ -256,13 +447,15 @@ def _read_parquet(uri: str, columns: list[str]) -> pa.Table:
 
 
 def _part_name(uri: str) -> str:
-    return Path(uri.rsplit("/", 1)[-1]).name.split(".", 1)[0]
+    return uri.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 def list_settings_folders(root: str) -> list[str]:
-    """Settings hashes that have a feature folder under ``root``."""
+    """Settings hashes that have a feature folder with at least one committed part."""
+    prefix = root.rstrip("/") + "/"
     hashes = {
-        p[len(root.rstrip("/")) + 1 :].split("/", 1)[0]
+        p[len(prefix) :].split("/", 1)[0]
         for p in storage.list_files(root, (".parquet",))
+        if p.startswith(prefix)
     }
     return sorted(hashes)

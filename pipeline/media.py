@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,6 +121,34 @@ def _stream_duration(stream: Any) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A stretch ``[start, end)`` of a clip, in seconds, that becomes one sequence."""
+
+    index: int
+    count: int
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def plan_segments(duration_seconds: float, segment_seconds: float) -> list[Segment]:
+    """Cut ``[0, duration)`` into equal segments of about ``segment_seconds``.
+
+    The count is the duration divided by the segment length, rounded half up (at least one), so
+    a 25 s clip with 10 s segments gives three of 8.33 s, a 14 s clip one of 14 s.
+    """
+    if segment_seconds <= 0:
+        raise ValueError("segment_seconds must be positive")
+    duration = max(float(duration_seconds), 0.0)
+    count = max(1, math.floor(duration / segment_seconds + 0.5))
+    length = duration / count
+    return [Segment(i, count, i * length, (i + 1) * length) for i in range(count)]
+
+
 def sample_times(duration_seconds: float, n_frames: int) -> npt.NDArray[np.float64]:
     """Centres of ``n_frames`` equal slices of ``[0, duration)``, in seconds, increasing."""
     if n_frames < 1:
@@ -127,62 +156,108 @@ def sample_times(duration_seconds: float, n_frames: int) -> npt.NDArray[np.float
     return (np.arange(n_frames) + 0.5) * (max(duration_seconds, 0.0) / n_frames)
 
 
-def read_video_frames(
-    uri: str, n_frames: int, image_size: int, duration_seconds: float | None = None
-) -> npt.NDArray[np.uint8]:
-    """Decode ``n_frames`` frames sampled uniformly over a video, resized to a square.
+def video_duration(uri: str, probed_seconds: float | None) -> float:
+    """The probed duration, or (for containers that record none) the decoded one."""
+    if probed_seconds is not None and probed_seconds > 0:
+        return probed_seconds
+    return _decoded_duration(uri)
 
-    Frames are streamed: each decoded frame is dropped unless it is the last one at or before a
-    sample time. Resizing (a plain squash to ``image_size`` x ``image_size``, no crop) happens in
-    FFmpeg's scaler.
 
-    Args:
-        uri: local path or object-store URI of the video.
-        n_frames: frames to sample.
-        image_size: output rows = cols, pixels.
-        duration_seconds: clip duration if known (from probing); otherwise found by decoding.
+def iter_video_segments(
+    uri: str,
+    segments: Sequence[Segment],
+    n_frames: int,
+    image_size: int,
+    *,
+    seek_gap_seconds: float = 5.0,
+) -> Iterator[tuple[Segment, npt.NDArray[np.uint8]]]:
+    """Decode ``n_frames`` frames per segment, sampled at the centres of equal slices of it.
 
-    Returns:
-        uint8 array ``(n_frames, image_size, image_size, 3)``, RGB, values 0-255.
+    One pass over the stream, frame by frame: a decoded frame is kept only if it is the one on
+    screen at a sample time, and each segment is yielded as soon as its frames are complete, so
+    memory holds one segment whatever the video's length. When the next sample time is more
+    than ``seek_gap_seconds`` ahead, the decoder seeks (to the keyframe before it) instead of
+    decoding everything in between. Resizing (a plain squash to ``image_size`` squared, no crop)
+    happens in FFmpeg's scaler.
+
+    Yields:
+        ``(segment, frames)``; frames are uint8 ``(n_frames, image_size, image_size, 3)`` RGB.
 
     Raises:
-        MediaError: the file has no video stream or decodes to no frame.
+        MediaError: no video stream, or it does not decode.
     """
-    if duration_seconds is None or duration_seconds <= 0:
-        duration_seconds = _decoded_duration(uri)
-    targets = sample_times(duration_seconds, n_frames)
+    targets = [
+        (segment, segment.start + t)
+        for segment in segments
+        for t in sample_times(segment.seconds, n_frames)
+    ]
     picked: list[npt.NDArray[np.uint8]] = []
     with open_container(uri) as container:
         stream = _video_stream(container)
         if stream is None:
             raise MediaError(f"{uri} has no video stream")
         stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         previous: Any = None  # the newest decoded frame: the one on screen until the next
         previous_rgb: npt.NDArray[np.uint8] | None = None
+        last_emitted: npt.NDArray[np.uint8] | None = None
+        k = 0  # next target
+        sought = -1  # the target the decoder last sought to (never seek twice for one)
         index = 0
+        frames = container.decode(stream)
         try:
-            for frame in container.decode(stream):
-                t = (frame.time - start) if frame.time is not None else index / 25.0
+            while k < len(targets):
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                t = (frame.time - origin) if frame.time is not None else index / 25.0
                 index += 1
-                while len(picked) < n_frames and targets[len(picked)] < t:
+                while k < len(targets) and targets[k][1] < t:
                     if previous is None:  # a sample time before the first frame's timestamp
                         previous, previous_rgb = frame, None
                     if previous_rgb is None:
                         previous_rgb = _to_rgb(previous, image_size)
                     picked.append(previous_rgb)
-                if len(picked) == n_frames:
-                    break
+                    last_emitted = previous_rgb
+                    k += 1
+                    if len(picked) == n_frames:
+                        yield targets[k - 1][0], np.stack(picked)
+                        picked = []
                 if previous is not frame:
                     previous, previous_rgb = frame, None
+                if k < len(targets) and k != sought and targets[k][1] - t > seek_gap_seconds:
+                    sought = k
+                    seek_to = int((targets[k][1] + origin) / stream.time_base)
+                    container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+                    frames = container.decode(stream)
+                    previous, previous_rgb = None, None
         except av.FFmpegError as exc:
             raise MediaError(f"cannot decode {uri}: {_describe(exc)}") from exc
-        if previous is None and not picked:
-            raise MediaError(f"{uri}: the video stream holds no decodable frame")
-        if len(picked) < n_frames:  # sample times after the last frame's timestamp
-            last = previous_rgb if previous_rgb is not None else _to_rgb(previous, image_size)
-            picked.extend([last] * (n_frames - len(picked)))
-    return np.stack(picked)
+        if k < len(targets):  # sample times after the last frame's timestamp
+            if previous is not None:
+                last_emitted = (
+                    previous_rgb if previous_rgb is not None else _to_rgb(previous, image_size)
+                )
+            if last_emitted is None:
+                raise MediaError(f"{uri}: the video stream holds no decodable frame")
+        while k < len(targets):
+            picked.append(last_emitted)  # type: ignore[arg-type]
+            k += 1
+            if len(picked) == n_frames:
+                yield targets[k - 1][0], np.stack(picked)
+                picked = []
+
+
+def read_video_frames(
+    uri: str, n_frames: int, image_size: int, duration_seconds: float | None = None
+) -> npt.NDArray[np.uint8]:
+    """``n_frames`` frames sampled uniformly over a whole video (one segment), uint8
+    ``(n_frames, image_size, image_size, 3)`` RGB."""
+    duration = video_duration(uri, duration_seconds)
+    [(_, frames)] = iter_video_segments(
+        uri, plan_segments(duration, duration or 1.0), n_frames, image_size
+    )
+    return frames
 
 
 def _to_rgb(frame: Any, image_size: int) -> npt.NDArray[np.uint8]:
@@ -207,6 +282,28 @@ def _decoded_duration(uri: str) -> float:
         return last + 1.0 / rate
 
 
+def has_audio_stream(uri: str) -> bool:
+    with open_container(uri) as container:
+        return bool(container.streams.audio)
+
+
+def _audio_chunks(container: Any, uri: str, sample_rate: int) -> Iterator[npt.NDArray[np.float32]]:
+    """Mono float32 sample chunks at ``sample_rate`` from the first audio stream, in order."""
+    if not container.streams.audio:
+        raise MediaError(f"{uri} has no audio stream")
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    try:
+        for frame in container.decode(stream):
+            frame.pts = None  # resample by sample count; gaps in timestamps are not silence
+            for out in resampler.resample(frame):
+                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        for out in resampler.resample(None):
+            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+    except av.FFmpegError as exc:
+        raise MediaError(f"cannot decode audio of {uri}: {_describe(exc)}") from exc
+
+
 def read_audio(
     uri: str, sample_rate: int, max_seconds: float | None = None
 ) -> npt.NDArray[np.float32]:
@@ -227,28 +324,49 @@ def read_audio(
     chunks: list[npt.NDArray[np.float32]] = []
     total = 0
     with open_container(uri) as container:
-        if not container.streams.audio:
-            raise MediaError(f"{uri} has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        try:
-            for frame in container.decode(stream):
-                frame.pts = None  # resample by sample count; gaps in timestamps are not silence
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    chunks.append(chunk)
-                    total += chunk.size
-                if limit is not None and total >= limit:
-                    break
-            else:
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
-        except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode audio of {uri}: {_describe(exc)}") from exc
-    if not chunks:
+        for chunk in _audio_chunks(container, uri, sample_rate):
+            chunks.append(chunk)
+            total += chunk.size
+            if limit is not None and total >= limit:
+                break
+    if not total:
         raise MediaError(f"{uri}: the audio stream holds no decodable samples")
     samples = np.concatenate(chunks)
     return samples[:limit] if limit is not None else samples
+
+
+def iter_audio_segments(
+    uri: str, segments: Sequence[Segment], sample_rate: int
+) -> Iterator[tuple[Segment, npt.NDArray[np.float32]]]:
+    """Decode an audio track segment by segment: mono float32 samples of each ``[start, end)``.
+
+    Samples are streamed; memory holds one segment plus one decoded chunk. The last segment
+    takes whatever audio remains (the track may be slightly shorter or longer than probed).
+
+    Raises:
+        MediaError: no audio stream, or it does not decode, or it holds no samples.
+    """
+    bounds = [round(seg.end * sample_rate) for seg in segments]
+    buffer: list[npt.NDArray[np.float32]] = []
+    buffered = 0  # samples in buffer
+    consumed = 0  # samples of the track before the buffer
+    k = 0
+    with open_container(uri) as container:
+        for chunk in _audio_chunks(container, uri, sample_rate):
+            buffer.append(chunk)
+            buffered += chunk.size
+            while k < len(segments) - 1 and consumed + buffered >= bounds[k]:
+                joined = np.concatenate(buffer)
+                cut = bounds[k] - consumed
+                yield segments[k], joined[:cut]
+                buffer, buffered, consumed = [joined[cut:]], joined.size - cut, bounds[k]
+                k += 1
+    if consumed + buffered == 0:
+        raise MediaError(f"{uri}: the audio stream holds no decodable samples")
+    tail = np.concatenate(buffer) if buffer else np.zeros(0, np.float32)
+    for segment in segments[k:]:  # the last segment (and any the track ended before)
+        yield segment, tail
+        tail = np.zeros(0, np.float32)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,15 +1,16 @@
 """The sequence classifier: LSTM(256) -> Dense(1024, relu) -> Dense(classes, softmax).
 
-The head reads cached VGG-16 features ``(frames, 512)``. Padded frames are all-zero vectors and
-are masked. Features are standardised per dimension (mean and variance of the training frames,
-stored in a ``Normalization`` layer inside the model) because random-init VGG-16 features have
-wildly different scales per dimension and the LSTM stays at chance without it.
+The head reads cached VGG-16 features ``(frames, 512)`` of one stream (video frames or audio
+windows), or of both with one LSTM each. Padded frames are all-zero vectors and are masked.
+Features are standardised per dimension (mean and variance of the training frames, stored in a
+``Normalization`` layer inside the model) because random-init VGG-16 features have wildly
+different scales per dimension and the LSTM stays at chance without it.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.cnn import FEATURE_DIM, CaffePreprocess
+from pipeline.config import STREAMS
 from pipeline.tfenv import keras
 
 LSTM_UNITS = 256
@@ -33,35 +35,55 @@ def nadam(learning_rate: float = 0.002) -> keras.optimizers.Optimizer:
 
 def build_sequence_head(
     n_classes: int,
-    feature_mean: npt.NDArray[np.float32],
-    feature_variance: npt.NDArray[np.float32],
+    stream_statistics: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]],
     *,
     learning_rate: float = 0.002,
     lstm_units: int = LSTM_UNITS,
     dense_units: int = DENSE_UNITS,
 ) -> keras.Model:
-    """Compiled head: ``(batch, frames, 512)`` float32 features -> ``(batch, classes)`` probs.
+    """Compiled head over one or two feature streams.
+
+    One stream (``video`` or ``audio``) gives exactly the seed's head: masking ->
+    standardisation -> LSTM(256) -> Dense(1024, relu) -> Dense(classes, softmax). Two streams
+    give a two-branch head: one masked, standardised LSTM per stream, concatenated before the
+    Dense(1024) layer; a stream a clip lacks is an all-padding sequence and its LSTM outputs
+    zeros.
 
     Args:
         n_classes: output classes (>= 2).
-        feature_mean, feature_variance: ``(512,)`` per-dimension statistics of training frames.
+        stream_statistics: per stream, ``(mean, variance)`` ``(512,)`` over training frames.
         learning_rate: Nadam learning rate.
+
+    Inputs are named after the streams: ``{"video": (batch, frames, 512), "audio": ...}``.
     """
     if n_classes < 2:
         raise ValueError("a classifier needs at least two classes")
-    inputs = keras.Input((None, FEATURE_DIM), name="features")
-    x = keras.layers.Masking(mask_value=0.0, name="mask_padding")(inputs)
-    x = keras.layers.Normalization(
-        mean=np.asarray(feature_mean, dtype=np.float32),
-        variance=np.asarray(feature_variance, dtype=np.float32),
-        name="standardize",
-    )(x)
-    x = keras.layers.LSTM(lstm_units, name="lstm")(x)
+    streams = [s for s in STREAMS if s in stream_statistics]
+    if not streams:
+        raise ValueError(f"stream_statistics needs at least one of {STREAMS}")
+    inputs = {s: keras.Input((None, FEATURE_DIM), name=s) for s in streams}
+    branches = []
+    for stream in streams:
+        mean, variance = stream_statistics[stream]
+        x = keras.layers.Masking(mask_value=0.0, name=f"{stream}_mask")(inputs[stream])
+        x = keras.layers.Normalization(
+            mean=np.asarray(mean, dtype=np.float32),
+            variance=np.asarray(variance, dtype=np.float32),
+            name=f"{stream}_standardize",
+        )(x)
+        branches.append(keras.layers.LSTM(lstm_units, name=f"{stream}_lstm")(x))
+    x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="fuse")(branches)
     x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="sequence_head")
     compile_classifier(model, learning_rate)
     return model
+
+
+def model_streams(model: keras.Model) -> list[str]:
+    """The feature streams a head reads (its input names)."""
+    names = [t.name.split(":")[0] for t in model.inputs]
+    return [s for s in STREAMS if s in names]
 
 
 def compile_classifier(model: keras.Model, learning_rate: float) -> None:
@@ -87,8 +109,9 @@ def load_classifier(uri: str) -> keras.Model:
 def pad_sequences(
     sequences: Sequence[npt.NDArray[np.float32]], max_len: int | None = None
 ) -> npt.NDArray[np.float32]:
-    """Stack ``(L_i, 512)`` arrays into ``(n, max L, 512)`` with zero padding at the end."""
-    longest = max_len or max(s.shape[0] for s in sequences)
+    """Stack ``(L_i, 512)`` arrays into ``(n, max(1, max L), 512)``, zero padding at the end
+    (at least one step, so a batch of empty sequences is still a valid, fully masked input)."""
+    longest = max_len or max([1, *(s.shape[0] for s in sequences)])
     batch = np.zeros((len(sequences), longest, FEATURE_DIM), dtype=np.float32)
     for i, seq in enumerate(sequences):
         batch[i, : min(longest, seq.shape[0])] = seq[:longest]
@@ -96,11 +119,17 @@ def pad_sequences(
 
 
 def predict_probabilities(
-    model: keras.Model, sequences: Sequence[npt.NDArray[np.float32]], batch_size: int = 256
+    model: keras.Model,
+    examples: Sequence[Mapping[str, npt.NDArray[np.float32]]],
+    batch_size: int = 256,
 ) -> npt.NDArray[np.float32]:
-    """Class probabilities ``(n, classes)`` for feature sequences of any lengths."""
+    """Class probabilities ``(n, classes)`` for examples given as ``{stream: (frames, 512)}``
+    (streams the model does not read are ignored; missing ones count as empty)."""
+    streams = model_streams(model)
+    empty = np.zeros((0, FEATURE_DIM), np.float32)
     out: list[Any] = []
-    for start in range(0, len(sequences), batch_size):
-        batch = pad_sequences(sequences[start : start + batch_size])
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = {s: pad_sequences([e.get(s, empty) for e in chunk]) for s in streams}
         out.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)

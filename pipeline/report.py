@@ -46,7 +46,7 @@ def pipeline_report(settings: Settings) -> dict[str, Any]:
         unlabelled_scored = warehouse.query(
             "SELECT COUNT(*) AS n FROM latest_predictions WHERE true_label IS NULL"
         )[0]["n"]
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     return {
         "clips": clips,
         "quarantined": quarantined,

@@ -2,8 +2,9 @@
 
 Every ``ok`` clip with features for the production model's settings hash and no prediction from
 that model version gets one ``predictions`` row (label, confidence, all class probabilities,
-model version, run id and logical date). Scoring again adds nothing; a run with nothing to do
-loads no model and imports no TensorFlow.
+model version, run id and logical date) averaged over its segments, and one
+``segment_predictions`` row per segment (with its start and end times). Scoring again adds
+nothing; a run with nothing to do loads no model and imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class ScoreSummary:
     candidates: int = 0  # ok clips
     already_scored: int = 0
     scored: int = 0
+    segments: int = 0
     missing_features: int = 0
+    unscorable: int = 0  # features present but none in the streams the model reads
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +51,9 @@ def score_clips(
     progress: Progress | None = None,
 ) -> ScoreSummary:
     """Score ``clips`` that have no prediction from the production model.
+
+    Each segment gets a ``segment_predictions`` row; the clip's ``predictions`` row averages
+    its segments' probabilities.
 
     Raises:
         NoProductionModelError: no model version has been promoted yet.
@@ -68,8 +74,9 @@ def score_clips(
         return summary
 
     store = FeatureStore(features_root, production.settings_hash)
-    features = store.read_features(c.clip_id for c in pending)
-    ready = [c for c in pending if c.clip_id in features]
+    streams = production.streams or ["video", "audio"]
+    available = store.clip_ids()
+    ready = [c for c in pending if c.clip_id in available]
     summary.missing_features = len(pending) - len(ready)
     if summary.missing_features:
         log.warning(
@@ -86,35 +93,79 @@ def score_clips(
     model = load_classifier(f"{production.model_uri}/model.keras")
     names = production.class_names
     scored_at = utc_now()
+    stamp = {
+        "model_version": production.model_version,
+        "scored_at": scored_at,
+        "run_id": run_id,
+        "logical_date": logical_date,
+    }
     progress.start("score", len(ready), "clips")
     for start in range(0, len(ready), CHUNK_CLIPS):
         chunk = ready[start : start + CHUNK_CLIPS]
-        probabilities = predict_probabilities(model, [features[c.clip_id].features for c in chunk])
-        rows = []
-        for clip, probs in zip(chunk, probabilities, strict=True):
-            best = int(np.argmax(probs))
-            rows.append(
+        segments = store.read_segments((c.clip_id for c in chunk), streams=streams)
+        usable = {
+            clip_id: [seg for seg in rows if any(seg.stream(s).shape[0] for s in streams)]
+            for clip_id, rows in segments.items()
+        }
+        examples = [seg for rows in usable.values() for seg in rows]
+        probabilities = predict_probabilities(model, [seg.streams for seg in examples])
+        by_clip: dict[str, list[tuple[Any, Any]]] = {}
+        segment_rows = []
+        for seg, probs in zip(examples, probabilities, strict=True):
+            by_clip.setdefault(seg.clip_id, []).append((seg, probs))
+            segment_rows.append(
                 {
-                    "clip_id": clip.clip_id,
-                    "model_version": production.model_version,
-                    "predicted_label": names[best],
-                    "confidence": float(probs[best]),
-                    "probabilities": {
-                        n: round(float(p), 6) for n, p in zip(names, probs, strict=True)
-                    },
-                    "scored_at": scored_at,
-                    "run_id": run_id,
-                    "logical_date": logical_date,
+                    **stamp,
+                    **_labelled(names, probs),
+                    "clip_id": seg.clip_id,
+                    "segment_index": seg.segment_index,
+                    "n_segments": seg.n_segments,
+                    "start_seconds": seg.start_seconds,
+                    "end_seconds": seg.end_seconds,
                 }
             )
-        summary.scored += warehouse.upsert_predictions(rows)
+        clip_rows = []
+        for clip in chunk:
+            scored_segments = by_clip.get(clip.clip_id)
+            if not scored_segments:
+                summary.unscorable += 1
+                continue
+            mean = np.mean([probs for _, probs in scored_segments], axis=0)
+            clip_rows.append(
+                {
+                    **stamp,
+                    **_labelled(names, mean),
+                    "clip_id": clip.clip_id,
+                    "n_segments": len(scored_segments),
+                }
+            )
+        warehouse.upsert_segment_predictions(segment_rows)
+        summary.scored += warehouse.upsert_predictions(clip_rows)
+        summary.segments += len(segment_rows)
         progress.advance(len(chunk))
     progress.finish()
+    if summary.unscorable:
+        log.warning(
+            "score: %d clips have no %s features for %s",
+            summary.unscorable,
+            "/".join(streams),
+            production.model_version,
+        )
     log.info(
-        "score: %d clips scored by %s (%d already scored, %d without features)",
+        "score: %d clips (%d segments) scored by %s (%d already scored, %d without features)",
         summary.scored,
+        summary.segments,
         production.model_version,
         summary.already_scored,
         summary.missing_features,
     )
     return summary
+
+
+def _labelled(names: list[str], probabilities: Any) -> dict[str, Any]:
+    best = int(np.argmax(probabilities))
+    return {
+        "predicted_label": names[best],
+        "confidence": float(probabilities[best]),
+        "probabilities": {n: round(float(p), 6) for n, p in zip(names, probabilities, strict=True)},
+    }

@@ -1,15 +1,23 @@
-"""Turn one clip into the image sequence the CNN sees.
+"""Turn one clip into the image sequences the CNN sees, segment by segment.
 
-* video: ``frames_per_clip`` frames sampled uniformly over the clip (capped at ``max_frames``);
-* audio: log-mel spectrogram windows (see :mod:`pipeline.spectrogram`), at most ``max_frames``.
+A clip is cut into segments (see :func:`pipeline.media.plan_segments`); each segment gives up
+to two sequences, one per *stream*:
+
+* ``video``: ``frames_per_segment`` frames sampled uniformly over the segment (videos only);
+* ``audio``: log-mel spectrogram windows of the segment's audio (see
+  :mod:`pipeline.spectrogram`), at most ``max_frames``; for a video, its audio track on the
+  same segment boundaries (an empty sequence when it has none).
 
 Sequences keep their true length; padding to a batch's longest sequence happens at training
-and scoring time, where the model masks it.
+and scoring time, where the model masks it. Everything is streamed: memory holds one segment.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -17,13 +25,19 @@ import numpy.typing as npt
 from pipeline.config import Settings
 from pipeline.errors import MediaError
 
+if TYPE_CHECKING:
+    from pipeline.media import Segment
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """The settings that shape a clip's image sequence."""
+    """The settings that shape a clip's image sequences."""
 
     image_size: int
-    frames_per_clip: int
+    segment_seconds: float
+    frames_per_segment: int
     max_frames: int
     sample_rate: int
     n_mels: int
@@ -31,12 +45,14 @@ class SequenceSpec:
     mel_hop_ms: float
     audio_window_seconds: float
     audio_hop_seconds: float
+    audio_of_video: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SequenceSpec:
         return cls(
             image_size=settings.image_size,
-            frames_per_clip=settings.frames_per_clip,
+            segment_seconds=settings.segment_seconds,
+            frames_per_segment=settings.frames_per_segment,
             max_frames=settings.max_frames,
             sample_rate=settings.sample_rate,
             n_mels=settings.n_mels,
@@ -44,39 +60,76 @@ class SequenceSpec:
             mel_hop_ms=settings.mel_hop_ms,
             audio_window_seconds=settings.audio_window_seconds,
             audio_hop_seconds=settings.audio_hop_seconds,
+            audio_of_video=settings.audio_of_video,
         )
 
+    def streams_for(self, modality: str) -> tuple[str, ...]:
+        """The streams a clip of ``modality`` has under these settings."""
+        if modality == "video":
+            return ("video", "audio") if self.audio_of_video else ("video",)
+        if modality == "audio":
+            return ("audio",)
+        raise MediaError(f"unknown modality {modality!r} (expected 'video' or 'audio')")
 
-def clip_images(
-    uri: str, modality: str, spec: SequenceSpec, duration_seconds: float | None = None
-) -> npt.NDArray[np.uint8]:
-    """Decode a clip into its image sequence.
+
+@dataclass(frozen=True)
+class SegmentImages:
+    """One stream of one segment: uint8 ``(n, S, S, 3)`` RGB images (``n`` may be 0 for the
+    audio of a video without an audio track)."""
+
+    segment: Segment
+    stream: str
+    images: npt.NDArray[np.uint8]
+
+
+def iter_clip_images(
+    uri: str,
+    modality: str,
+    spec: SequenceSpec,
+    duration_seconds: float | None,
+    streams: Collection[str] | None = None,
+) -> Iterator[SegmentImages]:
+    """Decode a clip into its image sequences, segment by segment and stream by stream.
 
     Args:
         uri: local path or object-store URI of the media file.
         modality: ``'video'`` or ``'audio'``.
         spec: sequence settings.
-        duration_seconds: known duration from probing (saves a decoding pass for some videos).
+        duration_seconds: the probed duration (decoded when unknown for a video).
+        streams: which of the clip's streams to produce (default: all it has).
 
-    Returns:
-        uint8 ``(n, image_size, image_size, 3)`` RGB images, ``1 <= n <= max_frames``.
+    Yields:
+        :class:`SegmentImages`, all segments of one stream before the next stream.
 
     Raises:
-        MediaError: the clip cannot be decoded.
+        MediaError: the clip (its video, or an audio file) cannot be decoded.
     """
+    from pipeline import media
+
+    wanted = [s for s in spec.streams_for(modality) if streams is None or s in streams]
+    if modality == "video":
+        duration = media.video_duration(uri, duration_seconds)
+    else:
+        duration = duration_seconds or 0.0
+    segments = media.plan_segments(duration, spec.segment_seconds)
+    if "video" in wanted:
+        n_frames = min(spec.frames_per_segment, spec.max_frames)
+        for segment, frames in media.iter_video_segments(uri, segments, n_frames, spec.image_size):
+            yield SegmentImages(segment, "video", frames)
+    if "audio" in wanted:
+        if modality == "audio":
+            yield from _audio_images(uri, segments, spec)
+        else:
+            yield from _audio_of_video_images(uri, segments, spec)
+
+
+def _audio_images(uri: str, segments: list[Segment], spec: SequenceSpec) -> Iterator[SegmentImages]:
     from pipeline import media, spectrogram
 
-    if modality == "video":
-        n_frames = min(spec.frames_per_clip, spec.max_frames)
-        return media.read_video_frames(uri, n_frames, spec.image_size, duration_seconds)
-    if modality == "audio":
-        seconds = spectrogram.audio_seconds_needed(
-            spec.audio_window_seconds, spec.audio_hop_seconds, spec.max_frames
-        )
-        samples = media.read_audio(uri, spec.sample_rate, max_seconds=seconds)
+    for segment, samples in media.iter_audio_segments(uri, segments, spec.sample_rate):
         if not np.all(np.isfinite(samples)):
             raise MediaError(f"{uri}: decoded audio contains NaN or infinite samples")
-        return spectrogram.log_mel_images(
+        images = spectrogram.log_mel_images(
             samples,
             sample_rate=spec.sample_rate,
             n_mels=spec.n_mels,
@@ -87,4 +140,35 @@ def clip_images(
             max_windows=spec.max_frames,
             image_size=spec.image_size,
         )
-    raise MediaError(f"{uri}: unknown modality {modality!r} (expected 'video' or 'audio')")
+        yield SegmentImages(segment, "audio", images)
+
+
+def _audio_of_video_images(
+    uri: str, segments: list[Segment], spec: SequenceSpec
+) -> Iterator[SegmentImages]:
+    """A video's audio track; a missing or broken track gives empty sequences, not an error
+    (the video frames are the clip's main content)."""
+    from pipeline import media
+
+    empty = np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
+    done = 0
+    if media.has_audio_stream(uri):
+        try:
+            for item in _audio_images(uri, segments, spec):
+                done += 1
+                yield item
+        except MediaError as exc:
+            log.warning("audio track of %s unusable from segment %d: %s", uri, done, exc)
+    for segment in segments[done:]:
+        yield SegmentImages(segment, "audio", empty)
+
+
+def clip_images(
+    uri: str, modality: str, spec: SequenceSpec, duration_seconds: float | None = None
+) -> npt.NDArray[np.uint8]:
+    """The first segment's main stream (frames of a video, windows of an audio file): uint8
+    ``(n, S, S, 3)``. A convenience for short clips and notebooks."""
+    stream = "video" if modality == "video" else "audio"
+    for item in iter_clip_images(uri, modality, spec, duration_seconds, streams=(stream,)):
+        return item.images
+    raise MediaError(f"{uri}: no {stream} sequence")

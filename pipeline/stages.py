@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pipeline import storage
-from pipeline.config import Settings, join_uri
+from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import ConfigError
-from pipeline.extract import ExtractSummary, extract_features
-from pipeline.feature_store import FeatureStore
+from pipeline.extract import ExtractSummary, extract_features, shard_of
+from pipeline.feature_store import FeatureStore, stores_with_stream
 from pipeline.ingest import IngestSummary, discover_media, ingest_media
 from pipeline.progress import Progress
 from pipeline.score import ScoreSummary, score_clips
@@ -59,10 +59,29 @@ def run_ingest(
     return summary
 
 
-def run_extract(settings: Settings, *, progress: Progress | None = None) -> ExtractSummary:
-    """Cache VGG-16 features for every ok clip lacking them under the current settings."""
-    store = FeatureStore(settings.features_root, settings.settings_hash)
-    store.write_settings(settings.feature_settings())
+def run_extract(
+    settings: Settings,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    progress: Progress | None = None,
+) -> ExtractSummary:
+    """Cache VGG-16 features for the ok clips of one shard that lack them under the current
+    settings (all clips with the default single shard)."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"shard {shard} is not in 0..{shards - 1}")
+    feature_settings = settings.feature_settings()
+    store = FeatureStore.from_settings(settings)
+    store.write_settings(feature_settings)
+    reuse_from = {
+        stream: stores_with_stream(
+            settings.features_root,
+            stream,
+            feature_settings[f"{stream}_hash"],
+            exclude=store.settings_hash,
+        )
+        for stream in STREAMS
+    }
 
     def make_embedder() -> FrameEmbedder:
         from pipeline.cnn import build_embedder
@@ -84,22 +103,45 @@ def run_extract(settings: Settings, *, progress: Progress | None = None) -> Extr
                 f"failed during extraction\n{reason}\n".encode(),
             )
 
+        clips = [c for c in warehouse.clips(status="ok") if shard_of(c.clip_id, shards) == shard]
         return extract_features(
-            warehouse.clips(status="ok"),
+            clips,
             store,
             SequenceSpec.from_settings(settings),
             make_embedder,
             quarantine=quarantine,
+            reuse_from=reuse_from,
             decode_workers=settings.decode_workers,
             progress=progress,
+            shard=f"{shard + 1}/{shards}",
         )
+
+
+def plan_extraction(settings: Settings) -> list[dict[str, int]]:
+    """Split the ok clips lacking features into shards for parallel extraction tasks.
+
+    Returns one ``{"shard": k, "shards": n, "clips": pending}`` per shard (at least one), with
+    ``n = ceil(pending / extract_clips_per_shard)`` capped at ``extract_max_shards``. Each task
+    recomputes its own pending clips, so clips ingested in between are not lost.
+    """
+    store = FeatureStore.from_settings(settings)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        done = store.clip_ids()
+        pending = [c.clip_id for c in warehouse.clips(status="ok") if c.clip_id not in done]
+    shards = max(
+        1, min(settings.extract_max_shards, -(-len(pending) // settings.extract_clips_per_shard))
+    )
+    counts = [0] * shards
+    for clip_id in pending:
+        counts[shard_of(clip_id, shards)] += 1
+    return [{"shard": k, "shards": shards, "clips": counts[k]} for k in range(shards)]
 
 
 def run_train(
     settings: Settings, params: TrainParams | None = None, *, promote: bool | None = None
 ) -> TrainResult:
     """Train the head on the current settings' features and register the new version."""
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     with Warehouse.connect(settings.warehouse) as warehouse:
         return train_head(
             warehouse.clips(status="ok", labelled=True),

@@ -1,11 +1,15 @@
 """Stage 3, train: fit the LSTM + MLP head on cached features and register a model version.
 
-Input is a ``tf.data`` pipeline over the feature store's TFRecord parts. Labels and splits are
-looked up by clip id from the warehouse at training time (features depend only on content and
-settings; labels may arrive later). Padded frames are masked. Early stopping watches the
-validation split; metrics come from the test split. The model is saved as
-``DATA_DIR/models/<version>/model.keras`` with ``metadata.json`` beside it and registered in the
-warehouse's ``model_versions``; the first version becomes production.
+Input is a ``tf.data`` pipeline over the feature store's TFRecord parts; every clip segment is
+one example, labelled with its clip's label. Labels and splits are looked up by clip id from the
+warehouse at training time (features depend only on content and settings; labels may arrive
+later). Padded frames are masked. Early stopping watches the validation split; metrics come
+from the test split at clip level (a clip's segment probabilities are averaged). The model is
+saved as ``DATA_DIR/models/<version>/model.keras`` with ``metadata.json`` beside it and
+registered in the warehouse's ``model_versions``; the first version becomes production.
+
+The head reads the streams the training data has (``streams="auto"``): video frames, audio
+windows, or both (two-branch fusion); ``streams="video"`` or ``"audio"`` forces one.
 
 Training is deterministic (seeded, TensorFlow op determinism on) and keyed by a fingerprint of
 its data and hyper-parameters: re-running with nothing changed reuses the existing version.
@@ -28,17 +32,18 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.config import join_uri
+from pipeline.config import STREAMS, join_uri
 from pipeline.errors import DataValidationError
 from pipeline.evaluate import classification_metrics
-from pipeline.feature_store import FEATURE_DIM, FeatureStore
+from pipeline.feature_store import FEATURE_DIM, FeatureStore, parse_sequence_example
 from pipeline.warehouse import ClipRecord, Warehouse
 
 log = logging.getLogger(__name__)
 
 #: Bump when training code changes what the same data and parameters produce.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 SPLITS = ("train", "val", "test")
+STREAM_CHOICES = ("auto", "video", "audio", "both")
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,15 @@ class TrainParams:
     learning_rate: float = 0.002
     patience: int = 8
     seed: int = 1337
+    streams: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
             raise ValueError("epochs and batch_size must be >= 1 and patience >= 0")
         if not 0 < self.learning_rate < 1:
             raise ValueError("learning_rate must be in (0, 1)")
+        if self.streams not in STREAM_CHOICES:
+            raise ValueError(f"streams must be one of {STREAM_CHOICES}")
 
 
 @dataclass
@@ -65,6 +73,7 @@ class TrainResult:
     reused: bool
     production: bool
     class_names: list[str]
+    streams: list[str]
     counts: dict[str, int]
     metrics: dict[str, Any] = field(default_factory=dict)
     epochs_run: int = 0
@@ -81,36 +90,64 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Labelled clips with features, split, and the classes the model will predict."""
+    """Labelled clips with usable features, per split, and what the model will read."""
 
     clips: dict[str, list[ClipRecord]]
     class_names: list[str]
+    streams: tuple[str, ...]
+    examples: dict[str, int]  # usable segments per split
 
     @property
     def counts(self) -> dict[str, int]:
         return {split: len(self.clips[split]) for split in SPLITS}
 
 
-def select_training_set(labelled: Sequence[ClipRecord], available: set[str]) -> TrainingSet:
-    """Split labelled clips that have features; check a model can be trained on them.
+def select_training_set(
+    labelled: Sequence[ClipRecord],
+    segment_frames: dict[str, list[dict[str, int]]],
+    streams: str = "auto",
+) -> TrainingSet:
+    """Split the labelled clips that have features; choose the streams; check the data.
+
+    Args:
+        labelled: labelled ``ok`` clips.
+        segment_frames: per clip id, per segment, frames per stream (from the feature store).
+        streams: ``auto`` (whatever the training clips have), ``video``, ``audio`` or ``both``.
 
     Raises:
-        DataValidationError: no features, fewer than two classes in the train split.
+        DataValidationError: no features, or fewer than two classes in the train split.
     """
-    with_features = [c for c in labelled if c.clip_id in available]
+    with_features = [c for c in labelled if c.clip_id in segment_frames]
     missing = len(labelled) - len(with_features)
     if missing:
         log.warning("%d labelled clips have no features yet; run `stpipe extract`", missing)
+    if streams == "auto":
+        present = {
+            s
+            for c in with_features
+            if c.split == "train"
+            for seg in segment_frames[c.clip_id]
+            for s, n in seg.items()
+            if n
+        }
+        chosen = tuple(s for s in STREAMS if s in present)
+    else:
+        chosen = STREAMS if streams == "both" else (streams,)
+
+    def usable(clip: ClipRecord) -> int:
+        return sum(any(seg[s] for s in chosen) for seg in segment_frames[clip.clip_id])
+
     by_split: dict[str, list[ClipRecord]] = {s: [] for s in SPLITS}
     for clip in with_features:
-        by_split[clip.split].append(clip)
+        if usable(clip):
+            by_split[clip.split].append(clip)
     train_counts = Counter(c.label for c in by_split["train"])
-    if len(train_counts) < 2:
+    if len(train_counts) < 2 or not chosen:
         raise DataValidationError(
-            f"the train split needs labelled clips of at least two classes with features; found "
-            f"{dict(train_counts) or 'none'} ({len(labelled)} labelled clips, {missing} without "
-            "features). Ingest labelled media (`stpipe ingest DIR --labelled`) and run "
-            "`stpipe extract`."
+            f"the train split needs labelled clips of at least two classes with "
+            f"{'/'.join(chosen) or 'any'} features; found {dict(train_counts) or 'none'} "
+            f"({len(labelled)} labelled clips, {missing} without features). Ingest labelled "
+            "media (`stpipe ingest DIR --labelled`) and run `stpipe extract`."
         )
     class_names = sorted(str(label) for label in train_counts)
     for split in ("val", "test"):
@@ -118,12 +155,15 @@ def select_training_set(labelled: Sequence[ClipRecord], available: set[str]) -> 
         if unknown:
             log.warning("%d %s clips have labels absent from train; left out", len(unknown), split)
             by_split[split] = [c for c in by_split[split] if c.label in train_counts]
+    examples = {split: sum(usable(c) for c in by_split[split]) for split in SPLITS}
     log.info(
-        "training set: %s clips per split; per class (train): %s",
+        "training set (%s): clips per split %s, segments %s; per class (train): %s",
+        "+".join(chosen),
         {s: len(v) for s, v in by_split.items()},
+        examples,
         dict(sorted(train_counts.items())),
     )
-    return TrainingSet(by_split, class_names)
+    return TrainingSet(by_split, class_names, chosen, examples)
 
 
 def training_fingerprint(training_set: TrainingSet, settings_hash: str, params: TrainParams) -> str:
@@ -132,6 +172,7 @@ def training_fingerprint(training_set: TrainingSet, settings_hash: str, params: 
         "trainer_version": TRAINER_VERSION,
         "settings_hash": settings_hash,
         "params": asdict(params),
+        "streams": list(training_set.streams),
         "clips": sorted(
             (c.clip_id, c.label or "", c.split)
             for clips in training_set.clips.values()
@@ -142,22 +183,22 @@ def training_fingerprint(training_set: TrainingSet, settings_hash: str, params: 
 
 
 def feature_statistics(
-    store: FeatureStore, clip_ids: Sequence[str]
+    store: FeatureStore, clip_ids: Sequence[str], stream: str
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Per-dimension mean and variance ``(512,)`` over all frames of ``clip_ids``."""
+    """Per-dimension mean and variance ``(512,)`` over all ``stream`` frames of ``clip_ids``."""
     count = 0
     total = np.zeros(FEATURE_DIM, np.float64)
     total_sq = np.zeros(FEATURE_DIM, np.float64)
-    for frames in store.iter_feature_batches(clip_ids):
+    for frames in store.iter_stream_frames(clip_ids, stream):
         count += frames.shape[0]
         total += frames.sum(axis=0, dtype=np.float64)
         total_sq += np.square(frames, dtype=np.float64).sum(axis=0)
     if count == 0:
-        raise DataValidationError("no training frames found in the feature store")
+        raise DataValidationError(f"no {stream} frames among the training clips")
     mean = total / count
     variance = np.maximum(total_sq / count - mean**2, 0.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
-        raise DataValidationError("training features contain NaN or infinite values")
+        raise DataValidationError(f"training {stream} features contain NaN or infinite values")
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
@@ -168,17 +209,21 @@ def make_dataset(
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
+    with_clip_ids: bool = False,
 ) -> Any:
-    """``tf.data`` of ``(features (batch, frames, 512), one-hot (batch, classes))`` for a split.
+    """``tf.data`` of ``({stream: (batch, frames, 512)}, one-hot (batch, classes))`` for a split.
 
-    Reads the TFRecord parts, keeps records whose clip id is in ``split``, looks up the label
-    index by clip id, pads each batch to its longest sequence with zero frames (masked later).
+    Reads the TFRecord parts, keeps segments of the split's clips that have frames in the
+    model's streams, looks up the label index by clip id, and pads each batch to its longest
+    sequence with zero frames (masked by the model; at least one step per stream). With
+    ``with_clip_ids`` each element also carries the batch's clip ids (for clip-level metrics).
     """
     from pipeline.tfenv import tf
 
     if any(storage.is_remote(f) for f in files):
         import tensorflow_io  # noqa: F401  (registers the s3:// and hdfs:// file systems)
 
+    streams = training_set.streams
     class_index = {name: i for i, name in enumerate(training_set.class_names)}
     clips = training_set.clips[split]
     keys = tf.constant([c.clip_id for c in clips] or [""], tf.string)
@@ -186,33 +231,42 @@ def make_dataset(
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
     n_classes = len(training_set.class_names)
 
-    def parse(serialized: Any) -> tuple[Any, Any]:
-        context, sequence = tf.io.parse_single_sequence_example(
-            serialized,
-            context_features={"clip_id": tf.io.FixedLenFeature([], tf.string)},
-            sequence_features={
-                "features": tf.io.FixedLenSequenceFeature([FEATURE_DIM], tf.float32)
-            },
-        )
-        return sequence["features"], table.lookup(context["clip_id"])
+    def parse(serialized: Any) -> tuple[Any, Any, Any]:
+        parsed = parse_sequence_example(serialized)
+        label = table.lookup(parsed["clip_id"])
+        frames = tf.add_n([tf.shape(parsed[s])[0] for s in streams])
+        label = tf.where(frames > 0, label, tf.constant(-1, tf.int64))
+        inputs = {s: _at_least_one_step(tf, parsed[s]) for s in streams}
+        return inputs, label, parsed["clip_id"]
 
     dataset = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda _features, label: label >= 0)
-    dataset = dataset.map(lambda features, label: (features, tf.one_hot(label, n_classes)))
+    dataset = dataset.filter(lambda _inputs, label, _clip: label >= 0)
+    dataset = dataset.map(lambda inputs, label, clip: (inputs, tf.one_hot(label, n_classes), clip))
     dataset = dataset.cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(
-            max(1, len(clips)), seed=shuffle_seed, reshuffle_each_iteration=True
+            max(1, training_set.examples[split]), seed=shuffle_seed, reshuffle_each_iteration=True
         )
     dataset = dataset.padded_batch(
-        batch_size, padded_shapes=([None, FEATURE_DIM], [n_classes]), padding_values=(0.0, 0.0)
+        batch_size,
+        padded_shapes=({s: [None, FEATURE_DIM] for s in streams}, [n_classes], []),
+        padding_values=({s: 0.0 for s in streams}, 0.0, b""),
     )
-    # Each committed clip is in exactly one part, so the batch count is known; telling tf.data
-    # lets Keras size its epochs (and fails loudly if the store holds a clip twice).
-    batches = -(-len(clips) // batch_size)
+    if not with_clip_ids:
+        dataset = dataset.map(lambda inputs, labels, _clips: (inputs, labels))
+    # Each committed segment is in exactly one part, so the batch count is known; telling
+    # tf.data lets Keras size its epochs (and fails loudly if the store holds a clip twice).
+    batches = -(-training_set.examples[split] // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _at_least_one_step(tf: Any, frames: Any) -> Any:
+    """An empty sequence becomes one zero frame (fully masked), so every batch has a step."""
+    return tf.cond(
+        tf.shape(frames)[0] > 0, lambda: frames, lambda: tf.zeros([1, FEATURE_DIM], tf.float32)
+    )
 
 
 def train_head(
@@ -237,7 +291,7 @@ def train_head(
         promote: True makes the new version production; None promotes it only when no
             production model exists yet (the first version); False never does.
     """
-    training_set = select_training_set(labelled, store.clip_ids())
+    training_set = select_training_set(labelled, store.segment_frames(), params.streams)
     fingerprint = training_fingerprint(training_set, store.settings_hash, params)
     existing = warehouse.model_with_fingerprint(fingerprint)
     if existing is not None:
@@ -254,6 +308,7 @@ def train_head(
             reused=True,
             production=current is not None and current.model_version == existing.model_version,
             class_names=existing.class_names,
+            streams=existing.streams,
             counts=training_set.counts,
             metrics=existing.metrics,
         )
@@ -265,14 +320,15 @@ def train_head(
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     files = store.tfrecord_parts()
-    mean, variance = feature_statistics(store, [c.clip_id for c in training_set.clips["train"]])
+    train_ids = [c.clip_id for c in training_set.clips["train"]]
+    statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
     model = build_sequence_head(
-        len(training_set.class_names), mean, variance, learning_rate=params.learning_rate
+        len(training_set.class_names), statistics, learning_rate=params.learning_rate
     )
     train_ds = make_dataset(
         files, training_set, "train", params.batch_size, shuffle_seed=params.seed
     )
-    has_val = bool(training_set.clips["val"])
+    has_val = bool(training_set.examples["val"])
     val_ds = make_dataset(files, training_set, "val", params.batch_size) if has_val else None
     if not has_val:
         log.warning("no validation clips: early stopping watches the training loss instead")
@@ -292,10 +348,11 @@ def train_head(
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=0,
     )
-    eval_split = "test" if training_set.clips["test"] else "val" if has_val else "train"
+    eval_split = "test" if training_set.examples["test"] else "val" if has_val else "train"
     if eval_split != "test":
         log.warning("no test clips: metrics below are on the %s split", eval_split)
-    metrics = _evaluate(model, make_dataset(files, training_set, eval_split, 256), training_set)
+    eval_ds = make_dataset(files, training_set, eval_split, 256, with_clip_ids=True)
+    metrics = evaluate_clips(model, eval_ds, training_set.class_names)
     metrics["evaluated_on"] = eval_split
     epochs_run = len(history.history.get("loss", []))
     seconds = round(time.perf_counter() - started, 2)
@@ -306,11 +363,13 @@ def train_head(
         "model_version": version,
         "kind": "sequence_head",
         "class_names": training_set.class_names,
+        "streams": list(training_set.streams),
         "settings_hash": store.settings_hash,
         "feature_settings": feature_settings,
         "fingerprint": fingerprint,
         "params": asdict(params),
         "counts": training_set.counts,
+        "examples": training_set.examples,
         "metrics": metrics,
         "epochs_run": epochs_run,
         "train_seconds": seconds,
@@ -324,13 +383,15 @@ def train_head(
         fingerprint=fingerprint,
         class_names=training_set.class_names,
         metrics={k: v for k, v in metrics.items() if k != "per_class"},
+        streams=training_set.streams,
     )
     make_production = promote if promote is not None else warehouse.production_model() is None
     if make_production:
         warehouse.promote_model(version)
     log.info(
-        "train: %s saved to %s; %s accuracy %.3f, macro-F1 %.3f after %d epochs (%.1f s)%s",
+        "train: %s (%s) saved to %s; %s accuracy %.3f, macro-F1 %.3f after %d epochs (%.1f s)%s",
         version,
+        "+".join(training_set.streams),
         model_uri,
         eval_split,
         metrics.get("accuracy") or 0.0,
@@ -345,6 +406,7 @@ def train_head(
         reused=False,
         production=make_production,
         class_names=training_set.class_names,
+        streams=list(training_set.streams),
         counts=training_set.counts,
         metrics=metrics,
         epochs_run=epochs_run,
@@ -352,18 +414,23 @@ def train_head(
     )
 
 
-def _evaluate(model: Any, dataset: Any, training_set: TrainingSet) -> dict[str, Any]:
-    y_true: list[npt.NDArray[np.int64]] = []
-    y_pred: list[npt.NDArray[np.int64]] = []
-    for features, one_hot in dataset:
-        probabilities = model.predict_on_batch(features)
-        y_true.append(np.argmax(one_hot.numpy(), axis=1))
-        y_pred.append(np.argmax(np.asarray(probabilities), axis=1))
-    if not y_true:
+def evaluate_clips(model: Any, dataset: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """Clip-level metrics: each clip's segment probabilities are averaged, then compared with
+    its label. ``dataset`` yields ``(inputs, one_hot, clip_ids)`` batches."""
+    sums: dict[bytes, npt.NDArray[np.float64]] = {}
+    truth: dict[bytes, int] = {}
+    for inputs, one_hot, clip_ids in dataset:
+        probabilities = np.asarray(model.predict_on_batch(inputs), dtype=np.float64)
+        labels = np.argmax(one_hot.numpy(), axis=1)
+        for clip_id, probs, label in zip(clip_ids.numpy(), probabilities, labels, strict=True):
+            sums[clip_id] = sums.get(clip_id, 0.0) + probs
+            truth[clip_id] = int(label)
+    if not sums:
         return {"accuracy": None, "macro_f1": None, "examples": 0}
-    return classification_metrics(
-        np.concatenate(y_true), np.concatenate(y_pred), training_set.class_names
-    )
+    ids = sorted(sums)
+    y_true = np.array([truth[c] for c in ids])
+    y_pred = np.array([int(np.argmax(sums[c])) for c in ids])
+    return classification_metrics(y_true, y_pred, class_names)
 
 
 def _next_version(warehouse: Warehouse) -> str:

@@ -66,6 +66,7 @@ class ModelRecord:
     metrics: dict[str, Any]
     stage: str
     created_at: Any
+    streams: list[str]
 
 
 class Warehouse:
@@ -252,6 +253,7 @@ class Warehouse:
         fingerprint: str,
         class_names: Sequence[str],
         metrics: Mapping[str, Any],
+        streams: Sequence[str],
         stage: str = "candidate",
     ) -> None:
         now = utc_now()
@@ -259,8 +261,9 @@ class Warehouse:
             conn.execute(
                 sa.text(
                     "INSERT INTO model_versions (model_version, model_uri, settings_hash,"
-                    " fingerprint, class_names, metrics, test_accuracy, stage, created_at)"
-                    " VALUES (:v, :u, :h, :f, :c, :m, :a, :s, :t)"
+                    " fingerprint, class_names, metrics, test_accuracy, stage, created_at,"
+                    " streams)"
+                    " VALUES (:v, :u, :h, :f, :c, :m, :a, :s, :t, :streams)"
                 ),
                 {
                     "v": model_version,
@@ -269,9 +272,10 @@ class Warehouse:
                     "f": fingerprint,
                     "c": json.dumps(list(class_names)),
                     "m": json.dumps(dict(metrics), sort_keys=True),
-                    "a": metrics.get("test_accuracy"),
+                    "a": metrics.get("accuracy"),
                     "s": stage,
                     "t": now,
+                    "streams": json.dumps(list(streams)),
                 },
             )
 
@@ -351,10 +355,40 @@ class Warehouse:
             conn.execute(
                 sa.text(
                     "INSERT INTO predictions (clip_id, model_version, predicted_label, confidence,"
-                    " probabilities, scored_at, run_id, logical_date)"
+                    " probabilities, n_segments, scored_at, run_id, logical_date)"
                     " VALUES (:clip_id, :model_version, :predicted_label, :confidence,"
-                    " :probabilities, :scored_at, :run_id, :logical_date)"
+                    " :probabilities, :n_segments, :scored_at, :run_id, :logical_date)"
                     " ON CONFLICT (clip_id, model_version) DO UPDATE SET"
+                    " predicted_label = excluded.predicted_label,"
+                    " confidence = excluded.confidence, probabilities = excluded.probabilities,"
+                    " n_segments = excluded.n_segments,"
+                    " scored_at = excluded.scored_at, run_id = excluded.run_id,"
+                    " logical_date = excluded.logical_date"
+                ),
+                [{"n_segments": 1, **row} for row in payload],
+            )
+        return len(payload)
+
+    def upsert_segment_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace per-segment rows keyed on (clip_id, segment_index, model_version)."""
+        payload = [
+            {**row, "probabilities": json.dumps(row["probabilities"], sort_keys=True)}
+            for row in rows
+        ]
+        if not payload:
+            return 0
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO segment_predictions (clip_id, segment_index, model_version,"
+                    " n_segments, start_seconds, end_seconds, predicted_label, confidence,"
+                    " probabilities, scored_at, run_id, logical_date)"
+                    " VALUES (:clip_id, :segment_index, :model_version, :n_segments,"
+                    " :start_seconds, :end_seconds, :predicted_label, :confidence,"
+                    " :probabilities, :scored_at, :run_id, :logical_date)"
+                    " ON CONFLICT (clip_id, segment_index, model_version) DO UPDATE SET"
+                    " n_segments = excluded.n_segments, start_seconds = excluded.start_seconds,"
+                    " end_seconds = excluded.end_seconds,"
                     " predicted_label = excluded.predicted_label,"
                     " confidence = excluded.confidence, probabilities = excluded.probabilities,"
                     " scored_at = excluded.scored_at, run_id = excluded.run_id,"
@@ -372,7 +406,8 @@ class Warehouse:
 
 _CLIP_COLUMNS = "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
 _MODEL_COLUMNS = (
-    "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage, created_at"
+    "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage,"
+    " created_at, streams"
 )
 
 
@@ -380,6 +415,7 @@ def _model_record(row: Mapping[Any, Any]) -> ModelRecord:
     values = dict(row)
     values["class_names"] = json.loads(values["class_names"])
     values["metrics"] = json.loads(values["metrics"])
+    values["streams"] = json.loads(values["streams"] or "[]")
     return ModelRecord(**values)
 
 

@@ -63,7 +63,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "cnn_weights": "none",
             "image_size": 32,
             "cnn_batch_size": 16,
-            "frames_per_clip": 8,
+            "frames_per_segment": 8,
             "max_frames": 8,
         }
         values.update(overrides)

@@ -53,7 +53,7 @@ def test_schedules_chain_the_dags_through_assets(dag_bag: Any) -> None:
 
     assert ingest.schedule == "0 1 * * *"
     [ingest_outlet] = ingest.get_task("ingest_media").outlets
-    [extract_outlet] = extraction.get_task("extract_features").outlets
+    [extract_outlet] = extraction.get_task("summarize_extraction").outlets
     [model_outlet] = training.get_task("train_model").outlets
     assert _asset_names(extraction.timetable.asset_condition) == {ingest_outlet.name}
     assert _asset_names(scoring.timetable.asset_condition) == {
@@ -70,6 +70,15 @@ def _asset_names(condition: Any) -> set[str]:
     if hasattr(condition, "objects"):
         return set().union(*(_asset_names(o) for o in condition.objects))
     return {condition.name}
+
+
+def test_extraction_maps_one_task_per_shard_in_the_cnn_pool(dag_bag: Any) -> None:
+    dag = dag_bag.get_dag("feature_extraction")
+    extract = dag.get_task("extract_features")
+    assert extract.pool == "cnn"
+    assert type(extract).__name__.endswith("MappedOperator")  # dynamic task mapping
+    assert dag.get_task("plan_extraction").downstream_task_ids == {"extract_features"}
+    assert extract.downstream_task_ids == {"summarize_extraction"}
 
 
 def test_training_is_configured_by_params(dag_bag: Any) -> None:
@@ -94,7 +103,7 @@ def test_task_ids_are_the_stage_function_names(dag_bag: Any) -> None:
     task_ids = {dag_id: [t.task_id for t in dag_bag.get_dag(dag_id).tasks] for dag_id in DAG_IDS}
     assert task_ids == {
         "media_ingest": ["ingest_media"],
-        "feature_extraction": ["extract_features"],
+        "feature_extraction": ["plan_extraction", "extract_features", "summarize_extraction"],
         "model_training": ["train_model"],
         "nightly_scoring": ["score_new_clips"],
     }

@@ -25,10 +25,13 @@ def dag_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _run(dag_bag: Any, dag_id: str, **kwargs: Any) -> dict[str, Any]:
-    dag_run = dag_bag.get_dag(dag_id).test(**kwargs)
+    """Run a DAG with dag.test(); return the state and return value of its last task."""
+    dag = dag_bag.get_dag(dag_id)
+    dag_run = dag.test(**kwargs)
     assert dag_run.state == "success", f"{dag_id} ended {dag_run.state}"
-    [ti] = dag_run.get_task_instances()
-    return {"state": ti.state, "result": ti.xcom_pull(task_ids=ti.task_id)}
+    [last] = [t.task_id for t in dag.tasks if not t.downstream_task_ids]
+    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == last]
+    return {"state": ti.state, "result": ti.xcom_pull(task_ids=last)}
 
 
 def _snapshot(settings: Settings) -> dict[str, Any]:

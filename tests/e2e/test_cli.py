@@ -93,6 +93,11 @@ def test_cli_runs_every_stage_and_a_second_run_changes_nothing(
     assert _snapshot(settings) == before
     assert "reused" in outputs[3] and "True" in outputs[3]
 
+    verify = stpipe(settings, "features", "verify").stdout
+    assert "problems" in verify and "│ 0" in verify.split("problems")[1][:20]
+    listing = stpipe(settings, "features", "list").stdout
+    assert settings.settings_hash in listing and "(current)" in listing
+
     status = stpipe(settings, "status").stdout
     assert "production model" in status and production.model_version in status
     assert "broken.mp4" in status

@@ -38,7 +38,7 @@ def _subset(target: Path) -> int:
 
 
 def test_fsdd_digits_are_learned_well_above_chance(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
-    settings: Settings = make_settings(image_size=64, frames_per_clip=16, max_frames=16)
+    settings: Settings = make_settings(image_size=64, frames_per_segment=16, max_frames=16)
     n = _subset(tmp_path / "fsdd")
     assert run_ingest(settings, str(tmp_path / "fsdd"), labelled=True).added == n
     extract = run_extract(settings)

@@ -19,7 +19,12 @@ def test_defaults_follow_the_design_contract(
     assert settings.cnn_weights == "imagenet"
     assert settings.image_size == 224
     assert settings.cnn_precision == "float32"
-    assert (settings.frames_per_clip, settings.sample_rate, settings.n_mels) == (16, 16000, 64)
+    assert (settings.frames_per_segment, settings.sample_rate, settings.n_mels) == (16, 16000, 64)
+    assert (settings.segment_seconds, settings.max_frames, settings.audio_of_video) == (
+        10.0,
+        64,
+        True,
+    )
     assert (settings.mel_window_ms, settings.mel_hop_ms) == (25.0, 10.0)
 
 
@@ -85,9 +90,11 @@ def test_settings_hash_covers_what_changes_features_and_nothing_else(tmp_path: P
     )
     for change in (
         {"image_size": 64},
-        {"frames_per_clip": 8},
+        {"frames_per_segment": 8},
         {"n_mels": 32},
         {"audio_window_seconds": 0.5},
+        {"segment_seconds": 5.0},
+        {"audio_of_video": False},
         {"cnn_precision": "bfloat16"},
         {"seed": 7},  # random-init weights depend on it
         {"cnn_weights": "imagenet"},
@@ -101,6 +108,27 @@ def test_settings_hash_covers_what_changes_features_and_nothing_else(tmp_path: P
     ):
         same = load_settings(**{"data_dir": str(tmp_path), "cnn_weights": "none", **harmless})
         assert same.settings_hash == base.settings_hash, harmless
+
+
+@pytest.mark.parametrize(
+    ("change", "video_changes", "audio_changes"),
+    [
+        ({"n_mels": 32}, False, True),
+        ({"audio_hop_seconds": 0.08}, False, True),
+        ({"frames_per_segment": 8}, True, False),
+        ({"image_size": 64}, True, True),
+        ({"cnn_precision": "bfloat16"}, True, True),
+        ({"segment_seconds": 5.0}, True, True),
+        ({"audio_of_video": False}, False, False),  # changes which rows exist, not the numbers
+    ],
+)
+def test_each_stream_hash_covers_only_its_own_settings(
+    tmp_path: Path, change: dict, video_changes: bool, audio_changes: bool
+) -> None:
+    base = load_settings(data_dir=str(tmp_path), cnn_weights="none")
+    changed = load_settings(data_dir=str(tmp_path), cnn_weights="none", **change)
+    assert (changed.stream_hash("video") != base.stream_hash("video")) == video_changes
+    assert (changed.stream_hash("audio") != base.stream_hash("audio")) == audio_changes
 
 
 def test_weights_file_is_identified_by_its_content(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.feature_store import FeatureStore
-from pipeline.stages import run_extract, run_ingest
+from pipeline.stages import plan_extraction, run_extract, run_ingest
 from pipeline.warehouse import Warehouse
 from tests.conftest import pipeline_env
 from tests.media_factory import colour_video, gray_ramp_video, tone_file
@@ -25,27 +25,38 @@ def _small_corpus(root: Path) -> None:
     tone_file(root / "tone" / "d.ogg", seconds=0.2, freq=880)
 
 
-def test_extract_stores_one_sequence_per_clip(tmp_path: Path, settings: Settings) -> None:
+def _names(settings: Settings) -> dict[str, str]:
+    with Warehouse.connect(settings.warehouse) as wh:
+        return {Path(c.uri).name: c.clip_id for c in wh.clips()}
+
+
+def test_extract_stores_both_streams_per_segment(tmp_path: Path, settings: Settings) -> None:
     _small_corpus(tmp_path / "in")
     run_ingest(settings, str(tmp_path / "in"), labelled=True)
     summary = run_extract(settings)
-    assert (summary.extracted, summary.cached, summary.quarantined) == (4, 0, 0)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
-    with Warehouse.connect(settings.warehouse) as wh:
-        by_name = {Path(c.uri).name: c.clip_id for c in wh.clips()}
-    features = store.read_features()
-    lengths = {name: features[cid].features.shape[0] for name, cid in by_name.items()}
-    # video: frames_per_clip (8); 1 s of audio: 5 windows; 0.2 s: padded to 1 window
-    assert lengths == {"a.mp4": 8, "b.mkv": 8, "c.wav": 5, "d.ogg": 1}
+    assert (summary.extracted, summary.cached, summary.quarantined, summary.segments) == (
+        4,
+        0,
+        0,
+        4,
+    )
+    store = FeatureStore.from_settings(settings)
+    frames = {name: store.segment_frames()[cid] for name, cid in _names(settings).items()}
+    # video: frames_per_segment (8), silent videos have an empty audio stream;
+    # 1 s of audio: 5 windows; 0.2 s: padded to 1 window
+    assert frames == {
+        "a.mp4": [{"video": 8, "audio": 0}],
+        "b.mkv": [{"video": 8, "audio": 0}],
+        "c.wav": [{"video": 0, "audio": 5}],
+        "d.ogg": [{"video": 0, "audio": 1}],
+    }
     assert summary.frames == 22
     settings_file = json.loads((Path(store.folder) / "settings.json").read_text())
-    assert (
-        settings_file["image_size"] == 32
-        and settings_file["settings_hash"] == settings.settings_hash
-    )
+    assert settings_file["video"]["image_size"] == 32
+    assert settings_file["audio_hash"] == settings.stream_hash("audio")
     # Frames of a red-then-blue video are not all alike: the CNN saw different pictures.
-    colour = features[by_name["b.mkv"]].features
-    assert not np.allclose(colour[0], colour[-1])
+    colour = store.read_segments([_names(settings)["b.mkv"]])[_names(settings)["b.mkv"]][0]
+    assert not np.allclose(colour.stream("video")[0], colour.stream("video")[-1])
 
 
 def test_rerun_skips_everything_without_importing_tensorflow(
@@ -54,7 +65,7 @@ def test_rerun_skips_everything_without_importing_tensorflow(
     _small_corpus(tmp_path / "in")
     run_ingest(settings, str(tmp_path / "in"), labelled=True)
     run_extract(settings)
-    parts_before = sorted(p.name for p in Path(settings.features_root).rglob("*") if p.is_file())
+    files_before = sorted(p.name for p in Path(settings.features_root).rglob("*") if p.is_file())
     script = (
         "import sys, json\n"
         "from pipeline.config import load_settings\n"
@@ -73,24 +84,67 @@ def test_rerun_skips_everything_without_importing_tensorflow(
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["summary"]["cached"] == 4 and report["summary"]["extracted"] == 0
     assert report["tf"] is False and report["av"] is False
-    parts_after = sorted(p.name for p in Path(settings.features_root).rglob("*") if p.is_file())
-    assert parts_after == parts_before
+    files_after = sorted(p.name for p in Path(settings.features_root).rglob("*") if p.is_file())
+    assert files_after == files_before
 
 
-def test_changed_setting_recomputes_into_its_own_folder(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_changed_audio_setting_recomputes_audio_only(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    _small_corpus(tmp_path / "in")
+    base = make_settings()
+    run_ingest(base, str(tmp_path / "in"), labelled=True)
+    run_extract(base)
+    fewer_mels = make_settings(n_mels=32)
+    assert fewer_mels.stream_hash("video") == base.stream_hash("video")
+    summary = run_extract(fewer_mels)
+    # Both videos' frames are copied; their (missing) audio tracks and both audio files are
+    # recomputed: only audio windows went through the CNN.
+    assert (summary.extracted, summary.reused_streams) == (4, 2)
+    assert summary.frames == 6  # 5 + 1 audio windows; no video frames
+    old = FeatureStore.from_settings(base).read_segments()
+    new = FeatureStore.from_settings(fewer_mels).read_segments()
+    names = _names(base)
+    for video in ("a.mp4", "b.mkv"):
+        np.testing.assert_array_equal(
+            old[names[video]][0].stream("video"), new[names[video]][0].stream("video")
+        )
+    assert not np.allclose(
+        old[names["c.wav"]][0].stream("audio"), new[names["c.wav"]][0].stream("audio")
+    )
+    assert run_extract(base).cached == 4  # the old features are still there and still valid
+
+
+def test_changed_image_size_recomputes_everything_into_a_new_folder(
+    tmp_path: Path, make_settings
+) -> None:  # type: ignore[no-untyped-def]
     _small_corpus(tmp_path / "in")
     small = make_settings()
     run_ingest(small, str(tmp_path / "in"), labelled=True)
     run_extract(small)
     bigger = make_settings(image_size=48)
-    assert bigger.settings_hash != small.settings_hash
     summary = run_extract(bigger)
-    assert summary.extracted == 4
-    assert (
-        FeatureStore(small.features_root, small.settings_hash).clip_ids()
-        == FeatureStore(bigger.features_root, bigger.settings_hash).clip_ids()
-    )
-    assert run_extract(small).cached == 4  # the old features are still there and still valid
+    assert (summary.extracted, summary.reused_streams, summary.frames) == (4, 0, 22)
+    assert FeatureStore.from_settings(small).folder != FeatureStore.from_settings(bigger).folder
+
+
+def test_long_clip_becomes_segments(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(segment_seconds=1.0)
+    tone_file(tmp_path / "in" / "long.wav", seconds=4.0)
+    gray_ramp_video(tmp_path / "in" / "ramp.mp4", n_frames=30, fps=10)
+    run_ingest(settings, str(tmp_path / "in"))
+    summary = run_extract(settings)
+    assert summary.segments == 4 + 3
+    store = FeatureStore.from_settings(settings)
+    names = _names(settings)
+    audio = store.read_segments([names["long.wav"]])[names["long.wav"]]
+    assert [(s.segment_index, s.n_segments, s.start_seconds) for s in audio] == [
+        (0, 4, 0.0),
+        (1, 4, 1.0),
+        (2, 4, 2.0),
+        (3, 4, 3.0),
+    ]
+    assert all(s.stream("audio").shape == (5, 512) for s in audio)
+    video = store.read_segments([names["ramp.mp4"]])[names["ramp.mp4"]]
+    assert [s.stream("video").shape[0] for s in video] == [8, 8, 8]
 
 
 def test_clip_that_fails_to_decode_is_quarantined_and_the_rest_extracted(
@@ -112,6 +166,19 @@ def test_clip_that_fails_to_decode_is_quarantined_and_the_rest_extracted(
     reason = Path(settings.quarantine_root, f"{victim.clip_id}.reason.txt").read_text()
     assert "cannot decode" in reason
     assert run_extract(settings).cached == 3  # quarantined clips are no longer pending
+
+
+def test_shards_partition_the_pending_clips(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(extract_clips_per_shard=2)
+    _small_corpus(tmp_path / "in")
+    run_ingest(settings, str(tmp_path / "in"), labelled=True)
+    plan = plan_extraction(settings)
+    assert [p["shard"] for p in plan] == [0, 1] and {p["shards"] for p in plan} == {2}
+    assert sum(p["clips"] for p in plan) == 4
+    summaries = [run_extract(settings, shard=p["shard"], shards=p["shards"]) for p in plan]
+    assert [s.extracted for s in summaries] == [p["clips"] for p in plan]
+    assert FeatureStore.from_settings(settings).clip_ids() == set(_names(settings).values())
+    assert plan_extraction(settings) == [{"shard": 0, "shards": 1, "clips": 0}]
 
 
 def test_extract_with_no_clips_is_a_no_op(settings: Settings) -> None:

@@ -7,100 +7,136 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.feature_store import ClipFeatures, FeatureStore, list_settings_folders
+from pipeline.feature_store import (
+    FeatureStore,
+    SegmentFeatures,
+    list_settings_folders,
+    parse_sequence_example,
+    stores_with_stream,
+)
+
+HASHES = {"video": "vh", "audio": "ah"}
 
 
-def _clip(clip_id: str, frames: int, seed: int) -> ClipFeatures:
+def _segment(
+    clip_id: str, index: int = 0, count: int = 1, video: int = 3, audio: int = 0, seed: int = 0
+) -> SegmentFeatures:
     rng = np.random.default_rng(seed)
-    return ClipFeatures(
-        clip_id, "audio" if seed % 2 else "video", rng.normal(size=(frames, 512)).astype(np.float32)
-    )
+    streams = {
+        "video": rng.normal(size=(video, 512)).astype(np.float32),
+        "audio": rng.normal(size=(audio, 512)).astype(np.float32),
+    }
+    return SegmentFeatures(clip_id, index, count, 2.0 * index, 2.0 * index + 2, "video", streams)
+
+
+def _store(tmp_path: Path, name: str = "abc123", hashes: dict[str, str] = HASHES) -> FeatureStore:
+    store = FeatureStore(str(tmp_path), name, hashes)
+    store.write_settings({"video_hash": hashes["video"], "audio_hash": hashes["audio"]})
+    return store
 
 
 def test_part_round_trips_through_parquet(tmp_path: Path) -> None:
-    store = FeatureStore(str(tmp_path), "abc123")
-    clips = [_clip("c1", 3, 1), _clip("c2", 8, 2), _clip("c3", 1, 3)]
-    store.write_part(clips)
-    assert store.clip_ids() == {"c1", "c2", "c3"}
-    found = store.read_features(["c2", "c3", "missing"])
-    assert set(found) == {"c2", "c3"}
-    np.testing.assert_array_equal(found["c2"].features, clips[1].features)
-    assert found["c3"].features.shape == (1, 512)
-    assert found["c3"].modality == "audio"
-    table = pq.read_table(store.parquet_parts()[0])
-    assert table.column_names == [
-        "clip_id",
-        "settings_hash",
-        "modality",
-        "n_frames",
-        "features",
-        "extracted_at",
+    store = _store(tmp_path)
+    rows = [
+        _segment("c1", 0, 2, 3, 5, 1),
+        _segment("c1", 1, 2, 3, 4, 2),
+        _segment("c2", video=8, seed=3),
     ]
-    assert table.column("n_frames").to_pylist() == [3, 8, 1]
-    assert set(table.column("settings_hash").to_pylist()) == {"abc123"}
-    assert store.stats()["clips"] == 3 and store.stats()["frames"] == 12
+    store.write_part(rows)
+    assert store.clip_ids() == {"c1", "c2"}
+    found = store.read_segments(["c1", "missing"])
+    assert list(found) == ["c1"]
+    assert [s.segment_index for s in found["c1"]] == [0, 1]
+    np.testing.assert_array_equal(found["c1"][1].stream("audio"), rows[1].stream("audio"))
+    np.testing.assert_array_equal(found["c1"][0].stream("video"), rows[0].stream("video"))
+    only_video = store.read_segments(["c2"], streams=("video",))["c2"][0]
+    assert set(only_video.streams) == {"video"} and only_video.stream("audio").shape == (0, 512)
+    table = pq.read_table(store.parquet_parts()[0])
+    assert table.column("audio_frames").to_pylist() == [5, 4, 0]
+    assert set(table.column("video_hash").to_pylist()) == {"vh"}
+    assert store.segment_frames() == {
+        "c1": [{"video": 3, "audio": 5}, {"video": 3, "audio": 4}],
+        "c2": [{"video": 8, "audio": 0}],
+    }
+    stats = store.stats()
+    assert (stats["clips"], stats["segments"], stats["video_frames"], stats["audio_frames"]) == (
+        2,
+        3,
+        14,
+        9,
+    )
 
 
 def test_tfrecord_copy_holds_the_same_numbers(tmp_path: Path) -> None:
     from pipeline.tfenv import tf
 
-    store = FeatureStore(str(tmp_path), "h")
-    clips = [_clip("a", 4, 1), _clip("b", 2, 2)]
-    store.write_part(clips)
+    store = _store(tmp_path)
+    rows = [_segment("a", 0, 1, 4, 2, 1), _segment("b", 0, 1, 0, 3, 2)]
+    store.write_part(rows)
     [part] = store.tfrecord_parts()
     seen = {}
     for record in tf.data.TFRecordDataset([part], compression_type="GZIP"):
-        context, sequence = tf.io.parse_single_sequence_example(
-            record,
-            context_features={
-                "clip_id": tf.io.FixedLenFeature([], tf.string),
-                "n_frames": tf.io.FixedLenFeature([], tf.int64),
-            },
-            sequence_features={"features": tf.io.FixedLenSequenceFeature([512], tf.float32)},
-        )
-        seen[context["clip_id"].numpy().decode()] = (
-            int(context["n_frames"]),
-            sequence["features"].numpy(),
-        )
-    assert set(seen) == {"a", "b"}
-    for clip in clips:
-        n, features = seen[clip.clip_id]
-        assert n == clip.features.shape[0]
-        np.testing.assert_array_equal(features, clip.features)
+        parsed = parse_sequence_example(record)
+        seen[parsed["clip_id"].numpy().decode()] = {
+            s: parsed[s].numpy() for s in ("video", "audio")
+        }
+    for row in rows:
+        for stream in ("video", "audio"):
+            np.testing.assert_array_equal(seen[row.clip_id][stream], row.stream(stream))
 
 
 def test_rewriting_the_same_clips_replaces_the_part(tmp_path: Path) -> None:
-    store = FeatureStore(str(tmp_path), "h")
-    first = store.write_part([_clip("a", 2, 1), _clip("b", 2, 2)])
-    second = store.write_part([_clip("b", 2, 2), _clip("a", 2, 1)])
+    store = _store(tmp_path)
+    first = store.write_part([_segment("a"), _segment("b")])
+    second = store.write_part([_segment("b"), _segment("a")])
     assert first == second
     assert len(store.parquet_parts()) == 1 and len(store.tfrecord_parts()) == 1
 
 
 def test_tfrecord_part_without_parquet_twin_is_ignored(tmp_path: Path) -> None:
-    store = FeatureStore(str(tmp_path), "h")
-    store.write_part([_clip("a", 2, 1)])
+    store = _store(tmp_path)
+    store.write_part([_segment("a")])
     orphan = Path(store.tfrecord_dir) / "part-deadbeef.tfrecord.gz"
     orphan.write_bytes(b"crashed before its parquet twin was written")
-    assert [Path(p).name for p in store.tfrecord_parts()] != []
+    assert len(store.tfrecord_parts()) == 1
     assert str(orphan) not in store.tfrecord_parts()
-    assert store.clip_ids() == {"a"}
 
 
 def test_bad_feature_arrays_are_refused(tmp_path: Path) -> None:
-    store = FeatureStore(str(tmp_path), "h")
-    nan = _clip("n", 2, 1)
-    nan.features[0, 0] = np.nan
+    store = _store(tmp_path)
+    nan = _segment("n")
+    nan.streams["video"][0, 0] = np.nan
     with pytest.raises(StoreError, match="NaN"):
         store.write_part([nan])
+    wrong = SegmentFeatures("w", 0, 1, 0.0, 1.0, "video", {"video": np.zeros((2, 100), np.float32)})
     with pytest.raises(StoreError, match="frames, 512"):
-        store.write_part([ClipFeatures("w", "video", np.zeros((2, 100), np.float32))])
+        store.write_part([wrong])
     assert store.parquet_parts() == []
 
 
-def test_settings_folders_are_listed(tmp_path: Path) -> None:
-    FeatureStore(str(tmp_path), "one").write_part([_clip("a", 1, 1)])
-    FeatureStore(str(tmp_path), "two").write_part([_clip("a", 1, 1)])
+def test_folders_sharing_a_stream_hash_are_found(tmp_path: Path) -> None:
+    _store(tmp_path, "one", {"video": "v1", "audio": "a1"}).write_part([_segment("a")])
+    _store(tmp_path, "two", {"video": "v1", "audio": "a2"}).write_part([_segment("a")])
     assert list_settings_folders(str(tmp_path)) == ["one", "two"]
-    FeatureStore(str(tmp_path), "one").write_settings({"image_size": 32})
-    assert (tmp_path / "one" / "settings.json").exists()
+    assert [s.settings_hash for s in stores_with_stream(str(tmp_path), "video", "v1")] == [
+        "one",
+        "two",
+    ]
+    assert [s.settings_hash for s in stores_with_stream(str(tmp_path), "audio", "a2")] == ["two"]
+    assert stores_with_stream(str(tmp_path), "video", "v1", exclude="one")[0].settings_hash == "two"
+
+
+def test_verify_proves_both_copies_agree_and_catches_drift(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    name = store.write_part([_segment("a", video=3, audio=2, seed=1), _segment("b", seed=2)])
+    report = store.verify()
+    assert (report["parts"], report["segments"], report["problems"]) == (1, 2, [])
+    # Replace the TFRecord copy with one holding different numbers for clip "a".
+    other = _store(tmp_path / "other")
+    other_name = other.write_part([_segment("a", video=3, audio=2, seed=9), _segment("b", seed=2)])
+    twin = Path(store.tfrecord_dir) / f"{name}.tfrecord.gz"
+    twin.write_bytes((Path(other.tfrecord_dir) / f"{other_name}.tfrecord.gz").read_bytes())
+    problems = store.verify()["problems"]
+    assert problems and all("('a', 0)" in p for p in problems)
+    twin.unlink()
+    assert store.verify()["problems"] == [f"{name}: TFRecord twin missing"]

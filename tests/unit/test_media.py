@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from pipeline.errors import MediaError
-from pipeline.media import probe_media, read_audio, read_video_frames, sample_times
+from pipeline.media import (
+    iter_audio_segments,
+    iter_video_segments,
+    plan_segments,
+    probe_media,
+    read_audio,
+    read_video_frames,
+    sample_times,
+)
 from pipeline.synthetic import write_audio
 from tests.conftest import DATASETS
 from tests.media_factory import corrupt_file, gray_ramp_video, tone, tone_file
@@ -137,3 +145,46 @@ def test_real_fsdd_recording_decodes() -> None:
     assert (info.modality, info.sample_rate) == ("audio", 8000)
     samples = read_audio(str(recording), 16000)
     assert samples.size == pytest.approx(info.duration_seconds * 16000, rel=0.05)
+
+
+def test_plan_segments_rounds_to_equal_lengths() -> None:
+    assert [(s.start, s.end) for s in plan_segments(4.0, 10.0)] == [(0.0, 4.0)]
+    three = plan_segments(25.0, 10.0)
+    assert len(three) == 3 and three[1].start == pytest.approx(25 / 3)
+    assert len(plan_segments(14.0, 10.0)) == 1 and len(plan_segments(15.0, 10.0)) == 2
+    assert [s.index for s in plan_segments(3600.0, 10.0)][-1] == 359
+    assert plan_segments(0.0, 10.0)[0].seconds == 0.0
+
+
+@pytest.mark.parametrize("seek_gap", [5.0, 0.5])
+def test_video_segments_sample_each_segment(tmp_path: Path, seek_gap: float) -> None:
+    # 60 frames at 10 fps (6 s), frame i has gray level 4*i; keyframe every 10 frames.
+    frames = np.stack([np.full((48, 64, 3), 4 * i, np.uint8) for i in range(60)])
+    path = tmp_path / "long.mp4"
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"g": "10", "crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    segments = plan_segments(6.0, 2.0)  # [0,2) [2,4) [4,6)
+    got = list(iter_video_segments(str(path), segments, 2, 32, seek_gap_seconds=seek_gap))
+    assert [seg.index for seg, _ in got] == [0, 1, 2]
+    levels = np.concatenate([f.reshape(2, -1).mean(axis=1) for _, f in got])
+    # samples at 0.5, 1.5, 2.5, ... 5.5 s -> frames 5, 15, 25, 35, 45, 55
+    np.testing.assert_allclose(levels, [20, 60, 100, 140, 180, 220], atol=5)
+
+
+def test_audio_segments_cover_the_track_in_order(tmp_path: Path) -> None:
+    samples = np.concatenate([tone(1.0, 300), tone(1.0, 600), tone(1.0, 1200)])
+    path = write_audio(tmp_path / "steps.wav", samples, 16000)
+    parts = list(iter_audio_segments(str(path), plan_segments(3.0, 1.0), 16000))
+    assert [seg.index for seg, _ in parts] == [0, 1, 2]
+    assert [chunk.size for _, chunk in parts] == [16000, 16000, 16000]
+    for (_, chunk), freq in zip(parts, (300, 600, 1200), strict=True):
+        spectrum = np.abs(np.fft.rfft(chunk[2000:14000]))
+        assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(freq, abs=5)

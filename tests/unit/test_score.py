@@ -29,7 +29,7 @@ def test_scoring_without_a_production_model_says_what_to_do(settings: Settings) 
 
 def test_every_clip_gets_one_prediction_and_scoring_twice_adds_nothing(settings: Settings) -> None:
     warehouse = Warehouse.connect(settings.warehouse)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     labels = temporal_corpus(warehouse, store, per_class=30, unlabelled=6)
     model = run_train(settings, TrainParams(epochs=15))
     first = run_score(settings, run_id="scheduled__2026-11-28", logical_date=WHEN)
@@ -55,7 +55,7 @@ def test_every_clip_gets_one_prediction_and_scoring_twice_adds_nothing(settings:
 
 def test_clips_without_features_are_counted_not_scored(settings: Settings) -> None:
     warehouse = Warehouse.connect(settings.warehouse)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     temporal_corpus(warehouse, store, per_class=20)
     run_train(settings, TrainParams(epochs=2))
     warehouse.add_clip(
@@ -77,7 +77,7 @@ def test_clips_without_features_are_counted_not_scored(settings: Settings) -> No
 
 def test_nothing_to_score_loads_no_model_and_no_tensorflow(settings: Settings) -> None:
     warehouse = Warehouse.connect(settings.warehouse)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     temporal_corpus(warehouse, store, per_class=10)
     run_train(settings, TrainParams(epochs=1))
     run_score(settings, run_id="r", logical_date=WHEN)
@@ -96,3 +96,56 @@ def test_nothing_to_score_loads_no_model_and_no_tensorflow(settings: Settings) -
         check=True,
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"scored": 0, "tf": False}
+
+
+def test_long_clips_get_segment_rows_and_an_averaged_clip_row(settings: Settings) -> None:
+    from pipeline.feature_store import SegmentFeatures
+
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore.from_settings(settings)
+    temporal_corpus(warehouse, store, per_class=20)
+    run_train(settings, TrainParams(epochs=5))
+    rng = np.random.default_rng(5)
+    clip_id = "e" * 64
+    warehouse.add_clip(
+        {
+            "clip_id": clip_id,
+            "uri": "/hour.mp4",
+            "media_uri": "/hour.mp4",
+            "modality": "video",
+            "label": None,
+            "split": "train",
+            "status": "ok",
+            "error": None,
+            "size_bytes": 1,
+        }
+    )
+    store.write_part(
+        [
+            SegmentFeatures(
+                clip_id,
+                i,
+                3,
+                10.0 * i,
+                10.0 * i + 10,
+                "video",
+                {"video": np.abs(rng.normal(size=(4, 512))).astype(np.float32)},
+            )
+            for i in range(3)
+        ]
+    )
+    summary = run_score(settings, run_id="r", logical_date=WHEN)
+    assert summary.segments == summary.scored + 2  # 40 one-segment clips + one of three
+    segments = warehouse.query(
+        "SELECT * FROM segment_predictions WHERE clip_id = :c ORDER BY segment_index",
+        {"c": clip_id},
+    )
+    assert [(s["segment_index"], s["start_seconds"], s["end_seconds"]) for s in segments] == [
+        (0, 0.0, 10.0),
+        (1, 10.0, 20.0),
+        (2, 20.0, 30.0),
+    ]
+    [clip] = warehouse.query("SELECT * FROM predictions WHERE clip_id = :c", {"c": clip_id})
+    mean = np.mean([list(json.loads(s["probabilities"]).values()) for s in segments], axis=0)
+    assert list(json.loads(clip["probabilities"]).values()) == pytest.approx(list(mean), abs=1e-5)
+    assert clip["n_segments"] == 3

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def _setup(settings: Settings, **kwargs: int) -> tuple[Warehouse, FeatureStore]:
     warehouse = Warehouse.connect(settings.warehouse)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     temporal_corpus(warehouse, store, **kwargs)
     return warehouse, store
 
@@ -65,7 +65,7 @@ def test_training_is_deterministic_for_a_seed(make_settings) -> None:  # type: i
 
 def test_one_class_is_refused_with_a_clear_message(settings: Settings) -> None:
     warehouse = Warehouse.connect(settings.warehouse)
-    store = FeatureStore(settings.features_root, settings.settings_hash)
+    store = FeatureStore.from_settings(settings)
     labels = temporal_corpus(warehouse, store, per_class=10)
     only_up = [c for c in warehouse.clips(labelled=True) if labels[c.clip_id] == "up"]
     with pytest.raises(DataValidationError, match="at least two classes"):
@@ -82,5 +82,31 @@ def test_one_class_is_refused_with_a_clear_message(settings: Settings) -> None:
 def test_clips_without_features_are_left_out(settings: Settings) -> None:
     warehouse, store = _setup(settings, per_class=10)
     clips = warehouse.clips(labelled=True)
-    training_set = select_training_set(clips, set(list(store.clip_ids())[:12]))
+    frames = store.segment_frames()
+    some = dict(list(frames.items())[:12])
+    training_set = select_training_set(clips, some)
     assert sum(training_set.counts.values()) == 12
+    assert training_set.streams == ("video",)  # auto: the only stream with frames
+
+
+def test_streams_can_be_forced_and_clips_without_them_drop_out(settings: Settings) -> None:
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore.from_settings(settings)
+    temporal_corpus(warehouse, store, per_class=10, stream="video", seed=1)
+    temporal_corpus(warehouse, store, per_class=10, stream="audio", seed=2)
+    clips = warehouse.clips(labelled=True)
+    frames = store.segment_frames()
+    both = select_training_set(clips, frames, "auto")
+    assert both.streams == ("video", "audio") and sum(both.counts.values()) == 40
+    audio_only = select_training_set(clips, frames, "audio")
+    assert audio_only.streams == ("audio",) and sum(audio_only.counts.values()) == 20
+
+
+def test_fusion_head_trains_on_a_mix_of_video_and_audio_clips(settings: Settings) -> None:
+    warehouse = Warehouse.connect(settings.warehouse)
+    store = FeatureStore.from_settings(settings)
+    temporal_corpus(warehouse, store, per_class=30, stream="video", seed=1)
+    temporal_corpus(warehouse, store, per_class=30, stream="audio", seed=2)
+    result = run_train(settings, TrainParams(epochs=20, patience=5))
+    assert result.streams == ["video", "audio"]
+    assert result.metrics["accuracy"] >= 0.9

@@ -1,0 +1,372 @@
+"""The DAGs under a real Airflow 3 deployment, not ``dag.test()``: metadata DB on PostgreSQL,
+``airflow api-server`` (execution API), ``airflow scheduler`` (LocalExecutor) and
+``airflow dag-processor`` as subprocesses, the ``cnn`` pool created with the CLI.
+
+Triggering ``media_ingest`` by hand must chain through the assets: its ``stpipe_media_files``
+event starts ``feature_extraction`` (mapped ``extract_features`` in the ``cnn`` pool, one slot, so
+the shards run one after another), whose ``stpipe_features`` event starts ``nightly_scoring``,
+which skips (no production model yet).
+
+Unpausing a cron DAG with ``catchup=False`` also creates a run for its latest past cron time, so
+``media_ingest`` and ``nightly_scoring`` get one ``scheduled`` run each besides the ones this test
+is about; every run, whatever its type, must end ``success``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.config import Settings
+from pipeline.feature_store import FeatureStore
+from pipeline.synthetic import generate_demo_corpus
+from pipeline.warehouse import Warehouse
+from tests.conftest import REPO, pipeline_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+CHAINED_DAGS = ("media_ingest", "feature_extraction", "nightly_scoring")
+ALL_DAGS = (*CHAINED_DAGS, "model_training")
+#: Seconds for the whole chain once media_ingest is triggered.
+CHAIN_TIMEOUT = 360
+#: Task states that mean something went wrong (retries are minutes apart: fail fast instead).
+BAD_TI_STATES = {"failed", "up_for_retry", "upstream_failed", "removed"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<unreadable: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Deployment:
+    """One Airflow deployment in ``home``: its environment, components, logs and metadata DB."""
+
+    def __init__(self, home: Path, metadata_url: str, settings: Settings) -> None:
+        self.home = home
+        self.logs = home / "component-logs"
+        self.logs.mkdir(parents=True)
+        self.api_port = _free_port()
+        # The test process reads the metadata DB with the suite's driver (psycopg 3); Airflow
+        # is configured with psycopg2, the driver it documents for PostgreSQL.
+        self.db = sa.create_engine(metadata_url, poolclass=sa.pool.NullPool)
+        airflow_url = sa.engine.make_url(metadata_url).set(drivername="postgresql+psycopg2")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(pipeline_env(settings))
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "2",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+                    f"http://127.0.0.1:{self.api_port}/execution/"
+                ),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url.render_as_string(
+                    hide_password=False
+                ),
+                # Shared by the scheduler (signs task tokens) and the API server (checks them).
+                "AIRFLOW__API_AUTH__JWT_SECRET": "stpipe-e2e-jwt-secret-not-for-production",
+                "AIRFLOW__API__SECRET_KEY": "stpipe-e2e-secret-key-not-for-production",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: list[IO[bytes]] = []
+
+    # Commands and components ------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        """Run ``airflow ARGS`` to completion; its output also goes to a log file."""
+        name = "-".join(a for a in args[:2] if not a.startswith("-"))
+        result = subprocess.run(
+            [AIRFLOW, *args],
+            env=self.env,
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        with (self.logs / f"cli-{name}.log").open("a") as log:
+            log.write(f"$ airflow {' '.join(args)}\n{result.stdout}\n")
+        if result.returncode != 0:
+            raise AssertionError(
+                f"airflow {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}"
+            )
+        return result.stdout
+
+    def start(self, name: str, *args: str) -> None:
+        """Start ``airflow ARGS`` in the background, in its own process group."""
+        log = (self.logs / f"{name}.log").open("wb")
+        self._files.append(log)
+        self.procs[name] = subprocess.Popen(
+            [AIRFLOW, *args],
+            env=self.env,
+            cwd=self.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"airflow {name} exited early with {proc.returncode}")
+
+    def stop(self) -> None:
+        """SIGTERM each component's process group, then SIGKILL what is left after 30 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            # The group may outlive its leader (executor workers, task supervisors).
+            _signal_group(proc, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(timeout=10)
+        for log in self._files:
+            log.close()
+        self.db.dispose()
+
+    def wait_for_api(self, timeout: float = 120) -> None:
+        url = f"http://127.0.0.1:{self.api_port}/execution/health"
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the API server did not answer {url} in {timeout} s")
+            time.sleep(1)
+
+    def report(self) -> str:
+        """Log tails of the components, the CLI calls and every task attempt."""
+        parts = [f"=== {path.name} ===\n{_tail(path)}" for path in sorted(self.logs.glob("*.log"))]
+        for path in sorted((self.home / "logs").glob("dag_id=*/**/*.log")):
+            parts.append(f"=== task log {path.relative_to(self.home / 'logs')} ===\n{_tail(path)}")
+        return "\n\n".join(parts)
+
+    # Metadata DB ---------------------------------------------------------------------------------
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.db.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT dag_id, run_id, run_type, state, start_date, end_date FROM dag_run "
+            "ORDER BY dag_id, id"
+        )
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT task_id, map_index, state, pool, start_date, end_date FROM task_instance "
+            "WHERE dag_id = :dag_id AND run_id = :run_id ORDER BY task_id, map_index",
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+
+    def return_value(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        [row] = self.rows(
+            "SELECT value FROM xcom WHERE dag_id = :dag_id AND run_id = :run_id "
+            "AND task_id = :task_id AND key = 'return_value' AND map_index = -1",
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+        )
+        value = row["value"]
+        while isinstance(value, str | bytes):
+            value = json.loads(value)
+        return value
+
+    def state_table(self) -> str:
+        lines = []
+        for run in self.runs():
+            lines.append(f"{run['dag_id']} {run['run_id']} [{run['run_type']}] {run['state']}")
+            for ti in self.task_instances(run["dag_id"], run["run_id"]):
+                lines.append(f"    {ti['task_id']}[{ti['map_index']}] {ti['state']} {ti['pool']}")
+        return "\n".join(lines)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session: the group id is the leader's pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str, settings: Settings) -> Iterator[Deployment]:
+    """Airflow migrated, the pool created, the components started and the DAGs parsed."""
+    dep = Deployment(tmp_path / "airflow", postgres_url, settings)
+    passed = False
+    try:
+        dep.cli("db", "migrate", timeout=300)
+        dep.cli("pools", "set", "cnn", "1", "VGG-16")
+        dep.start("api-server", "api-server", "--port", str(dep.api_port), "--apps", "execution")
+        dep.start("dag-processor", "dag-processor")
+        dep.start("scheduler", "scheduler")
+        deadline = time.monotonic() + 180
+        while True:
+            dep.check_alive()
+            parsed = (
+                dep.rows(
+                    "SELECT dag_id FROM dag WHERE NOT is_stale AND dag_id IN :ids",
+                    ids=ALL_DAGS,
+                )
+                if False
+                else dep.rows("SELECT dag_id FROM dag WHERE NOT is_stale")
+            )
+            if {r["dag_id"] for r in parsed} >= set(ALL_DAGS):
+                break
+            errors = dep.rows("SELECT filename, stacktrace FROM import_error")
+            assert not errors, f"DAG import errors: {errors}"
+            assert time.monotonic() < deadline, "the dag-processor did not parse the DAGs"
+            time.sleep(1)
+        dep.wait_for_api()
+        yield dep
+        passed = True
+    finally:
+        try:
+            if not passed:
+                print(dep.state_table() if dep.procs else "", file=sys.stderr)
+        except Exception as exc:  # the DB may be the problem; the logs still matter more
+            print(f"<no state table: {exc}>", file=sys.stderr)
+        dep.stop()
+        if not passed:
+            print(dep.report(), file=sys.stderr)
+
+
+def test_media_ingest_chains_through_assets_under_a_real_scheduler(
+    deployment: Deployment, settings: Settings
+) -> None:
+    dep = deployment
+    corpus = generate_demo_corpus(
+        Path(settings.landing_root), clips_per_class=3, unlabelled_per_class=1
+    )
+    clips = corpus.labelled + corpus.unlabelled
+    dep.cli(
+        "dags",
+        "unpause",
+        "--treat-dag-id-as-regex",
+        "--yes",
+        "^(" + "|".join(CHAINED_DAGS) + ")$",
+    )
+    dep.cli("dags", "trigger", "media_ingest", "--run-id", "manual__e2e")
+
+    deadline = time.monotonic() + CHAIN_TIMEOUT
+    while True:
+        dep.check_alive()
+        runs = dep.runs()
+        for run in runs:
+            assert run["state"] != "failed", f"{run['dag_id']} {run['run_id']} failed"
+            bad = [
+                ti
+                for ti in dep.task_instances(run["dag_id"], run["run_id"])
+                if ti["state"] in BAD_TI_STATES
+            ]
+            assert not bad, f"{run['dag_id']} {run['run_id']}: {bad}"
+        done = {(r["dag_id"], r["run_type"]) for r in runs if r["state"] == "success"}
+        unfinished = [r for r in runs if r["state"] not in ("success", "failed")]
+        if {
+            ("media_ingest", "manual"),
+            ("feature_extraction", "asset_triggered"),
+            ("nightly_scoring", "asset_triggered"),
+        } <= done and not unfinished:
+            break
+        assert time.monotonic() < deadline, f"the chain did not finish in {CHAIN_TIMEOUT} s"
+        time.sleep(2)
+
+    by_dag: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_dag.setdefault(run["dag_id"], []).append(run)
+    assert "model_training" not in by_dag  # manual only, and left paused
+
+    # media_ingest: the manual run added the corpus and emitted stpipe_media_files.
+    [manual] = [r for r in by_dag["media_ingest"] if r["run_type"] == "manual"]
+    assert manual["run_id"] == "manual__e2e"
+    assert {r["run_type"] for r in by_dag["media_ingest"]} <= {"manual", "scheduled"}
+
+    # feature_extraction: only ever asset-triggered; the first run extracted every clip, with
+    # the mapped extract_features tasks in the cnn pool (one slot: no two ran at once).
+    extraction_runs = by_dag["feature_extraction"]
+    assert {r["run_type"] for r in extraction_runs} == {"asset_triggered"}
+    first = extraction_runs[0]
+    summary = dep.return_value("feature_extraction", first["run_id"], "summarize_extraction")
+    assert summary["extracted"] == clips, summary
+    tis = dep.task_instances("feature_extraction", first["run_id"])
+    mapped = [ti for ti in tis if ti["task_id"] == "extract_features"]
+    assert len(mapped) == 2, tis  # 16 clips, 8 per shard
+    assert sorted(ti["map_index"] for ti in mapped) == [0, 1]
+    assert all(ti["pool"] == "cnn" and ti["state"] == "success" for ti in mapped), mapped
+    assert all(ti["pool"] == "default_pool" for ti in tis if ti["task_id"] != "extract_features")
+    earlier, later = sorted(mapped, key=lambda ti: ti["start_date"])
+    assert earlier["end_date"] <= later["start_date"], mapped
+
+    # nightly_scoring: started by stpipe_features, skipped for want of a production model.
+    triggered = [r for r in by_dag["nightly_scoring"] if r["run_type"] == "asset_triggered"]
+    assert triggered
+    assert {r["run_type"] for r in by_dag["nightly_scoring"]} <= {"asset_triggered", "scheduled"}
+    for run in by_dag["nightly_scoring"]:
+        [ti] = dep.task_instances("nightly_scoring", run["run_id"])
+        assert (ti["task_id"], ti["state"]) == ("score_new_clips", "skipped"), run
+    assert triggered[0]["start_date"] >= first["end_date"]
+
+    # What the tasks wrote, seen from outside Airflow.
+    with Warehouse.connect(settings.warehouse) as wh:
+        status = {
+            r["status"]: r["n"]
+            for r in wh.query("SELECT status, COUNT(*) AS n FROM media_files GROUP BY status")
+        }
+        [labelled] = wh.query("SELECT COUNT(*) AS n FROM media_files WHERE label IS NOT NULL")
+        [predictions] = wh.query("SELECT COUNT(*) AS n FROM predictions")
+    assert status == {"ok": clips, "quarantined": corpus.corrupt}
+    assert labelled["n"] == corpus.labelled
+    assert predictions["n"] == 0
+    with Warehouse.connect(settings.warehouse) as wh:
+        ok_ids = {c.clip_id for c in wh.clips(status="ok")}
+    assert FeatureStore.from_settings(settings).clip_ids() == ok_ids
