@@ -49,6 +49,7 @@ def _register(wh: Warehouse, version: str, classes: list[str] | None = None) -> 
         fingerprint=f"f-{version}",
         class_names=classes or ["a", "b"],
         metrics={"accuracy": 0.9},
+        streams=["video"],
     )
 
 
@@ -105,6 +106,7 @@ def test_registry_promotion_keeps_one_production_model(warehouse: Warehouse) -> 
     assert warehouse.production_model().model_version == "v0001"  # type: ignore[union-attr]
     warehouse.promote_model("v0002")
     stages = {m.model_version: m.stage for m in warehouse.models()}
+    assert warehouse.models()[0].streams == ["video"]
     assert stages == {"v0001": "archived", "v0002": "production"}
     assert warehouse.model_with_fingerprint("f-v0001").model_version == "v0001"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="not registered"):
