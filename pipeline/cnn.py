@@ -94,6 +94,8 @@ class FrameEmbedder:
     The last partial batch is padded to the batch size so the traced graph is reused.
     """
 
+    encoder_output_dim = FEATURE_DIM
+
     def __init__(self, encoder: keras.Model, batch_size: int) -> None:
         self.encoder = encoder
         self.batch_size = batch_size

@@ -271,6 +271,79 @@ class _PartWriter:
             self.rows, self.frames = [], 0
 
 
+@dataclass
+class _Pending:
+    """A decoded sequence waiting for (part of) its frames to go through the CNN."""
+
+    work: _ClipWork
+    item: SegmentImages
+    features: npt.NDArray[np.float32]
+    sent: int = 0  # frames handed to the CNN so far
+
+    @property
+    def size(self) -> int:
+        return int(self.item.images.shape[0])
+
+
+class _Batcher:
+    """Feeds the CNN full batches only, mixing frames of many sequences and clips; a sequence
+    may straddle two batches. Only :meth:`finish` runs a partial (padded) last batch."""
+
+    def __init__(
+        self,
+        embedder: FrameEmbedder,
+        on_embedded: Callable[[_ClipWork, SegmentImages, npt.NDArray[np.float32]], None],
+        batches_per_call: int = 4,
+    ) -> None:
+        self.embedder = embedder
+        self.on_embedded = on_embedded
+        self.call_frames = batches_per_call * embedder.batch_size
+        self.pending: list[_Pending] = []
+        self.waiting = 0  # frames not yet sent
+
+    def add(self, work: _ClipWork, item: SegmentImages) -> int:
+        """Queue a sequence; embed whole batches once enough frames wait. Returns frames run."""
+        n = int(item.images.shape[0])
+        self.pending.append(
+            _Pending(work, item, np.empty((n, self.embedder.encoder_output_dim), np.float32))
+        )
+        self.waiting += n
+        return self._run(full_batches_only=True) if self.waiting >= self.call_frames else 0
+
+    def finish(self) -> int:
+        return self._run(full_batches_only=False)
+
+    def _run(self, *, full_batches_only: bool) -> int:
+        self.pending = [p for p in self.pending if p.work.failed is None]
+        self.waiting = sum(p.size - p.sent for p in self.pending)
+        batch = self.embedder.batch_size
+        take = (self.waiting // batch) * batch if full_batches_only else self.waiting
+        if take == 0:
+            return 0
+        slices: list[tuple[_Pending, int, int]] = []
+        remaining = take
+        for pending in self.pending:
+            k = min(pending.size - pending.sent, remaining)
+            if k:
+                slices.append((pending, pending.sent, pending.sent + k))
+                pending.sent += k
+                remaining -= k
+            if not remaining:
+                break
+        features = self.embedder.embed_frames(
+            np.concatenate([p.item.images[a:b] for p, a, b in slices])
+        )
+        offset = 0
+        for pending, a, b in slices:
+            pending.features[a:b] = features[offset : offset + b - a]
+            offset += b - a
+            if b == pending.size:
+                self.on_embedded(pending.work, pending.item, pending.features)
+        self.pending = [p for p in self.pending if p.sent < p.size]
+        self.waiting -= take
+        return take
+
+
 def _run_pipeline(
     works: list[_ClipWork],
     spec: SequenceSpec,
@@ -321,26 +394,13 @@ def _run_pipeline(
     ]
     for thread in threads:
         thread.start()
-    batch: list[tuple[_ClipWork, SegmentImages]] = []
-    batch_frames = 0
-    chunk = 4 * embedder.batch_size
-    running = len(threads)
 
-    def embed_batch() -> None:
-        nonlocal batch, batch_frames
-        live = [(w, it) for w, it in batch if w.failed is None]
-        if live:
-            features = embedder.embed_frames(np.concatenate([it.images for _, it in live]))
-            offset = 0
-            for work, item in live:
-                n = item.images.shape[0]
-                work.add(item, features[offset : offset + n])
-                work.unembedded -= 1
-                offset += n
-            summary.frames += offset
-            progress.advance(0, offset)
-        batch, batch_frames = [], 0
-        finish_ready()
+    def embedded(work: _ClipWork, item: SegmentImages, features: npt.NDArray[np.float32]) -> None:
+        work.add(item, features)
+        work.unembedded -= 1
+
+    batcher = _Batcher(embedder, embedded)
+    running = len(threads)
 
     in_flight: dict[str, _ClipWork] = {}
 
@@ -364,10 +424,11 @@ def _run_pipeline(
                     work.add(payload, empty_features())
                 else:
                     work.unembedded += 1
-                    batch.append((work, payload))
-                    batch_frames += payload.images.shape[0]
-                    if batch_frames >= chunk:
-                        embed_batch()
+                    embedded_frames = batcher.add(work, payload)
+                    if embedded_frames:
+                        summary.frames += embedded_frames
+                        progress.advance(0, embedded_frames)
+                        finish_ready()
             elif work is not None and kind == "decoded":
                 in_flight.setdefault(work.clip.clip_id, work)
                 work.decoded = True
@@ -381,8 +442,9 @@ def _run_pipeline(
                 log.warning(
                     "quarantined clip %s (%s): %s", work.clip.clip_id[:12], work.clip.uri, payload
                 )
-        if batch:
-            embed_batch()
+        embedded_frames = batcher.finish()
+        summary.frames += embedded_frames
+        progress.advance(0, embedded_frames)
         finish_ready()
     finally:
         stop.set()

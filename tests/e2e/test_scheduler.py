@@ -97,7 +97,7 @@ class Deployment:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
@@ -223,6 +223,18 @@ class Deployment:
             value = json.loads(value)
         return value
 
+    def consumed_events(self, dag_id: str, run_id: str) -> set[tuple[str, str, str]]:
+        """(asset name, source dag, source task) of the asset events that started a run."""
+        rows = self.rows(
+            "SELECT a.name, e.source_dag_id, e.source_task_id FROM dag_run r"
+            " JOIN dagrun_asset_event dre ON dre.dag_run_id = r.id"
+            " JOIN asset_event e ON e.id = dre.event_id JOIN asset a ON a.id = e.asset_id"
+            " WHERE r.dag_id = :dag_id AND r.run_id = :run_id",
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+        return {(r["name"], r["source_dag_id"], r["source_task_id"]) for r in rows}
+
     def state_table(self) -> str:
         lines = []
         for run in self.runs():
@@ -272,7 +284,9 @@ def deployment(tmp_path: Path, postgres_url: str, e2e_settings: Settings) -> Ite
             print(dep.state_table(), file=sys.stderr)
         except Exception as exc:  # the DB may be the problem; the logs still matter more
             print(f"<no state table: {exc}>", file=sys.stderr)
+        stopping = time.monotonic()
         dep.stop()
+        print(f"deployment stopped in {time.monotonic() - stopping:.0f} s")
         print(dep.report(), file=sys.stderr)
 
 
@@ -327,16 +341,25 @@ def test_media_ingest_chains_through_assets_under_a_real_scheduler(
         by_dag.setdefault(run["dag_id"], []).append(run)
     assert "model_training" not in by_dag  # manual only, and left paused
 
-    # media_ingest: the manual run added the corpus and emitted stpipe_media_files.
+    # media_ingest: the manual run and the scheduled one (if any) ingested the corpus between
+    # them (whichever ran first added every clip) and each emitted stpipe_media_files.
     [manual] = [r for r in by_dag["media_ingest"] if r["run_type"] == "manual"]
     assert manual["run_id"] == "manual__e2e"
     assert {r["run_type"] for r in by_dag["media_ingest"]} <= {"manual", "scheduled"}
+    ingests = [
+        dep.return_value("media_ingest", r["run_id"], "ingest_media")
+        for r in by_dag["media_ingest"]
+    ]
+    assert sum(i["added"] for i in ingests) == clips, ingests
+    assert sum(i["quarantined"] for i in ingests) == corpus.corrupt, ingests
 
     # feature_extraction: only ever asset-triggered; the first run extracted every clip, with
     # the mapped extract_features tasks in the cnn pool (one slot: no two ran at once).
     extraction_runs = by_dag["feature_extraction"]
     assert {r["run_type"] for r in extraction_runs} == {"asset_triggered"}
     first = extraction_runs[0]
+    events = dep.consumed_events("feature_extraction", first["run_id"])
+    assert events == {("stpipe_media_files", "media_ingest", "ingest_media")}
     summary = dep.return_value("feature_extraction", first["run_id"], "summarize_extraction")
     assert summary["extracted"] == clips, summary
     tis = dep.task_instances("feature_extraction", first["run_id"])
@@ -351,6 +374,10 @@ def test_media_ingest_chains_through_assets_under_a_real_scheduler(
     # nightly_scoring: started by stpipe_features, skipped for want of a production model.
     triggered = [r for r in by_dag["nightly_scoring"] if r["run_type"] == "asset_triggered"]
     assert triggered
+    for run in triggered:
+        assert dep.consumed_events("nightly_scoring", run["run_id"]) == {
+            ("stpipe_features", "feature_extraction", "summarize_extraction")
+        }
     assert {r["run_type"] for r in by_dag["nightly_scoring"]} <= {"asset_triggered", "scheduled"}
     for run in by_dag["nightly_scoring"]:
         [ti] = dep.task_instances("nightly_scoring", run["run_id"])

@@ -184,3 +184,38 @@ def test_shards_partition_the_pending_clips(tmp_path: Path, make_settings) -> No
 def test_extract_with_no_clips_is_a_no_op(settings: Settings) -> None:
     summary = run_extract(settings)
     assert (summary.clips, summary.extracted) == (0, 0)
+
+
+def test_batcher_feeds_the_cnn_full_batches_across_sequence_boundaries() -> None:
+    from pipeline.cnn import build_embedder
+    from pipeline.extract import _Batcher, _ClipWork
+    from pipeline.media import Segment
+    from pipeline.sequences import SegmentImages
+    from pipeline.warehouse import ClipRecord
+
+    embedder = build_embedder("none", 32, "float32", 4, seed=0)
+    calls: list[int] = []
+    original = embedder.embed_frames
+
+    def counting(images: np.ndarray) -> np.ndarray:
+        calls.append(images.shape[0])
+        return original(images)
+
+    embedder.embed_frames = counting  # type: ignore[method-assign]
+    done: dict[int, np.ndarray] = {}
+    batcher = _Batcher(
+        embedder,
+        lambda _w, item, feats: done.__setitem__(item.segment.index, feats),
+        batches_per_call=1,
+    )
+    clip = ClipRecord("c" * 64, "/x", "/x", "video", None, "train", "ok", None, 1.0)
+    work = _ClipWork(clip, ("video",), {})
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (3, 5, 2, 7)]
+    for i, images in enumerate(sequences):
+        batcher.add(work, SegmentImages(Segment(i, 4, i, i + 1), "video", images))
+    batcher.finish()
+    assert sum(calls) == 17
+    assert all(n % 4 == 0 for n in calls[:-1])  # only the final call may be partial
+    for i, images in enumerate(sequences):
+        np.testing.assert_allclose(done[i], original(images), rtol=1e-5, atol=1e-5)
