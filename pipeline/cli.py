@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -368,7 +369,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if "pipeline.tfenv" in sys.modules:  # let the exit guard keep this status
+            from pipeline.tfenv import record_exit_code
+
+            record_exit_code(exc.code if isinstance(exc.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":

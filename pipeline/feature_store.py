@@ -276,8 +276,10 @@ class FeatureStore:
         Returns ``{"parts", "segments", "problems"}``; ``problems`` lists every difference
         (a missing twin, a segment in one copy only, or features that differ).
         """
-        from pipeline.tfenv import tf
+        from pipeline.tfenv import enable_object_store_filesystems, tf
 
+        if storage.is_remote(self.folder):
+            enable_object_store_filesystems()
         problems: list[str] = []
         segments = 0
         for parquet in self.parquet_parts():

@@ -218,10 +218,10 @@ def make_dataset(
     sequence with zero frames (masked by the model; at least one step per stream). With
     ``with_clip_ids`` each element also carries the batch's clip ids (for clip-level metrics).
     """
-    from pipeline.tfenv import tf
+    from pipeline.tfenv import enable_object_store_filesystems, tf
 
     if any(storage.is_remote(f) for f in files):
-        import tensorflow_io  # noqa: F401  (registers the s3:// and hdfs:// file systems)
+        enable_object_store_filesystems()
 
     streams = training_set.streams
     class_index = {name: i for i, name in enumerate(training_set.class_names)}
