@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.cnn import FEATURE_DIM, CaffePreprocess
+from pipeline.cnn import FEATURE_DIM, CaffePreprocess, build_frame_encoder
 from pipeline.config import STREAMS
 from pipeline.tfenv import keras
 
@@ -40,6 +40,7 @@ def build_sequence_head(
     learning_rate: float = 0.002,
     lstm_units: int = LSTM_UNITS,
     dense_units: int = DENSE_UNITS,
+    dropout: float = 0.0,
 ) -> keras.Model:
     """Compiled head over one or two feature streams.
 
@@ -53,37 +54,118 @@ def build_sequence_head(
         n_classes: output classes (>= 2).
         stream_statistics: per stream, ``(mean, variance)`` ``(512,)`` over training frames.
         learning_rate: Nadam learning rate.
+        lstm_units, dense_units: layer widths (the seed's 256 and 1024 by default).
+        dropout: rate of a Dropout layer after each LSTM and after the Dense layer (0 = none,
+            the seed's architecture).
 
     Inputs are named after the streams: ``{"video": (batch, frames, 512), "audio": ...}``.
     """
+    streams = _check_streams(n_classes, stream_statistics)
+    inputs = {s: keras.Input((None, FEATURE_DIM), name=s) for s in streams}
+    branches = []
+    for stream in streams:
+        x = keras.layers.Masking(mask_value=0.0, name=f"{stream}_mask")(inputs[stream])
+        branches.append(_branch(x, stream, stream_statistics[stream], lstm_units, dropout))
+    model = keras.Model(
+        inputs, _top(branches, n_classes, dense_units, dropout), name="sequence_head"
+    )
+    compile_classifier(model, learning_rate)
+    return model
+
+
+def build_end_to_end_model(
+    n_classes: int,
+    stream_statistics: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]],
+    *,
+    cnn_weights: str,
+    image_size: int,
+    seed: int,
+    cnn_trainable: bool = False,
+    learning_rate: float = 0.002,
+    lstm_units: int = LSTM_UNITS,
+    dense_units: int = DENSE_UNITS,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """The seed's end-to-end model: ``TimeDistributed(VGG16(include_top=False) + GAP)`` ->
+    LSTM(256) -> Dense(1024, relu) -> Dense(classes, softmax), Nadam, categorical
+    cross-entropy and accuracy; with the head's standardisation between the CNN and the LSTM.
+
+    Inputs per stream: ``<stream>`` uint8 ``(batch, frames, S, S, 3)`` images and
+    ``<stream>_mask`` bool ``(batch, frames)`` (False on padding). The VGG-16 encoder is shared
+    by the streams; ``cnn_trainable`` unfreezes it for fine-tuning. Layer names match
+    :func:`build_sequence_head`, so a head's weights drop in (see :func:`head_to_end_to_end`).
+    """
+    streams = _check_streams(n_classes, stream_statistics)
+    encoder = build_frame_encoder(cnn_weights, image_size, seed=seed, trainable=cnn_trainable)
+    inputs: dict[str, Any] = {}
+    branches = []
+    for stream in streams:
+        frames = keras.Input((None, image_size, image_size, 3), dtype="uint8", name=stream)
+        mask = keras.Input((None,), dtype="bool", name=f"{stream}_mask")
+        inputs[stream], inputs[f"{stream}_mask"] = frames, mask
+        features = keras.layers.TimeDistributed(encoder, name=f"{stream}_cnn")(frames)
+        branches.append(
+            _branch(features, stream, stream_statistics[stream], lstm_units, dropout, mask)
+        )
+    model = keras.Model(inputs, _top(branches, n_classes, dense_units, dropout), name="end_to_end")
+    compile_classifier(model, learning_rate)
+    return model
+
+
+def head_to_end_to_end(head: keras.Model, end_to_end: keras.Model) -> None:
+    """Copy a trained head's layers (standardisation, LSTMs, Dense) into an end-to-end model
+    built with the same streams and widths."""
+    for layer in head.layers:
+        if layer.weights and not layer.name.endswith("_mask"):
+            end_to_end.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def _check_streams(n_classes: int, stream_statistics: Mapping[str, Any]) -> list[str]:
     if n_classes < 2:
         raise ValueError("a classifier needs at least two classes")
     streams = [s for s in STREAMS if s in stream_statistics]
     if not streams:
         raise ValueError(f"stream_statistics needs at least one of {STREAMS}")
-    inputs = {s: keras.Input((None, FEATURE_DIM), name=s) for s in streams}
-    branches = []
-    for stream in streams:
-        mean, variance = stream_statistics[stream]
-        x = keras.layers.Masking(mask_value=0.0, name=f"{stream}_mask")(inputs[stream])
-        x = keras.layers.Normalization(
-            mean=np.asarray(mean, dtype=np.float32),
-            variance=np.asarray(variance, dtype=np.float32),
-            name=f"{stream}_standardize",
-        )(x)
-        branches.append(keras.layers.LSTM(lstm_units, name=f"{stream}_lstm")(x))
+    return streams
+
+
+def _branch(
+    x: Any,
+    stream: str,
+    statistics: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    lstm_units: int,
+    dropout: float,
+    mask: Any = None,
+) -> Any:
+    mean, variance = statistics
+    x = keras.layers.Normalization(
+        mean=np.asarray(mean, dtype=np.float32),
+        variance=np.asarray(variance, dtype=np.float32),
+        name=f"{stream}_standardize",
+    )(x)
+    lstm = keras.layers.LSTM(lstm_units, name=f"{stream}_lstm")
+    x = lstm(x) if mask is None else lstm(x, mask=mask)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{stream}_dropout")(x)
+    return x
+
+
+def _top(branches: list[Any], n_classes: int, dense_units: int, dropout: float) -> Any:
     x = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="fuse")(branches)
     x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name="sequence_head")
-    compile_classifier(model, learning_rate)
-    return model
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dense_dropout")(x)
+    return keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
 
 
 def model_streams(model: keras.Model) -> list[str]:
-    """The feature streams a head reads (its input names)."""
+    """The streams a model reads (its input names, masks aside)."""
     names = [t.name.split(":")[0] for t in model.inputs]
     return [s for s in STREAMS if s in names]
+
+
+def is_end_to_end(model: keras.Model) -> bool:
+    return any(t.name.split(":")[0].endswith("_mask") for t in model.inputs)
 
 
 def compile_classifier(model: keras.Model, learning_rate: float) -> None:

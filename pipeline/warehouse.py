@@ -8,6 +8,8 @@ stage replaces rows rather than adding them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import re
@@ -115,7 +117,7 @@ class Warehouse:
         if not migrations:
             raise ConfigError(f"no migrations found in {sql_dir()}; is the package installed?")
         applied_now: list[str] = []
-        with self.engine.begin() as conn:
+        with self._migration_lock(), self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
@@ -143,6 +145,22 @@ class Warehouse:
                 applied_now.append(version)
                 log.info("applied warehouse migration %s", path.name)
         return applied_now
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Serialise concurrent migrations of one SQLite file (two Airflow tasks starting at
+        once). pysqlite runs DDL outside transactions, so the check-then-create in
+        :meth:`migrate` needs a lock of its own; PostgreSQL uses an advisory lock instead."""
+        database = self.engine.url.database if self.dialect == "sqlite" else None
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # Media catalogue ----------------------------------------------------------------------
 

@@ -298,10 +298,9 @@ def test_media_ingest_chains_through_assets_under_a_real_scheduler(
         Path(settings.landing_root), clips_per_class=3, unlabelled_per_class=1
     )
     clips = corpus.labelled + corpus.unlabelled
-    # Create the warehouse schema before any task runs, as a deployment step. Unpausing starts
-    # the scheduled media_ingest and nightly_scoring runs at once, and two tasks opening a new
-    # SQLite warehouse together race in Warehouse.migrate ("table media_files already exists").
-    Warehouse.connect(settings.warehouse).dispose()
+    # No warehouse set-up here on purpose: unpausing starts the scheduled media_ingest and
+    # nightly_scoring runs at once, and both tasks create the new SQLite warehouse together
+    # (Warehouse.migrate must serialise them).
     dep.cli(
         "dags",
         "unpause",

@@ -178,3 +178,20 @@ def test_bad_url_is_a_config_error() -> None:
 def test_split_sql_handles_comments_and_multiline_statements() -> None:
     script = "-- header\nCREATE TABLE a (\n  x INT -- note; not the end\n);\n\nCREATE VIEW v AS\nSELECT 1;\n"
     assert list(split_sql(script)) == ["CREATE TABLE a (\n  x INT\n)", "CREATE VIEW v AS\nSELECT 1"]
+
+
+def test_concurrent_first_connections_to_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    # Two Airflow tasks opening a fresh warehouse at once used to race in migrate()
+    # ("table media_files already exists").
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(6) as pool:
+        results = pool.map(_connect_and_count, [url] * 12)
+    assert results == [5] * 12
+
+
+def _connect_and_count(url: str) -> int:
+    with Warehouse.connect(url) as wh:
+        return len(wh.query("SELECT version FROM schema_migrations"))

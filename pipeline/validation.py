@@ -1,0 +1,135 @@
+"""Data validation before training: refuse data that cannot give a meaningful model.
+
+Checks, each with a message that says what to do:
+
+* at least two classes in the train split;
+* every class has at least ``min_clips_per_class`` training clips;
+* no clip id in more than one split (train/val/test overlap);
+* no NaN or infinite feature values in any split.
+
+The report (per-class clip counts per split, segments, frames per segment per stream) is logged
+and returned, so the CLI and the Airflow task can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import DataValidationError
+from pipeline.feature_store import FeatureStore
+from pipeline.warehouse import ClipRecord
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataReport:
+    """What the training data looks like."""
+
+    classes: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> split -> clips
+    segments: dict[str, int] = field(default_factory=dict)  # split -> usable segments
+    frames_per_segment: dict[str, dict[str, float]] = field(default_factory=dict)  # stream -> stats
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        lines = ["class            " + "".join(f"{s:>8}" for s in SPLITS)]
+        for label, counts in sorted(self.classes.items()):
+            lines.append(f"{label[:16]:<16} " + "".join(f"{counts.get(s, 0):>8}" for s in SPLITS))
+        lines.append("segments         " + "".join(f"{self.segments.get(s, 0):>8}" for s in SPLITS))
+        for stream, stats in self.frames_per_segment.items():
+            lines.append(
+                f"{stream} frames per segment: min {stats['min']:.0f}, median"
+                f" {stats['median']:.0f}, max {stats['max']:.0f}"
+                f" (segments with none: {stats['empty']:.0f})"
+            )
+        return "\n".join(lines)
+
+
+def validate_training_data(
+    clips: dict[str, list[ClipRecord]],
+    segment_frames: dict[str, list[dict[str, int]]],
+    streams: Sequence[str],
+    store: FeatureStore,
+    *,
+    min_clips_per_class: int = 2,
+    check_values: bool = True,
+) -> DataReport:
+    """Check the split clips; raise :class:`DataValidationError` listing every problem found.
+
+    Args:
+        clips: per split, the labelled clips that will be used.
+        segment_frames: per clip id, per segment, frames per stream.
+        streams: streams the model will read.
+        store: where the features are (scanned for NaN / inf when ``check_values``).
+        min_clips_per_class: fewest training clips a class may have.
+    """
+    report = DataReport()
+    for split in SPLITS:
+        for label, count in Counter(str(c.label) for c in clips.get(split, [])).items():
+            report.classes.setdefault(label, {})[split] = count
+        report.segments[split] = sum(
+            sum(any(seg.get(s, 0) for s in streams) for seg in segment_frames.get(c.clip_id, []))
+            for c in clips.get(split, [])
+        )
+    for stream in streams:
+        counts = [
+            seg.get(stream, 0)
+            for split_clips in clips.values()
+            for c in split_clips
+            for seg in segment_frames.get(c.clip_id, [])
+        ]
+        if counts:
+            present = [n for n in counts if n] or [0]
+            report.frames_per_segment[stream] = {
+                "min": float(min(present)),
+                "median": float(np.median(present)),
+                "max": float(max(present)),
+                "empty": float(sum(1 for n in counts if not n)),
+            }
+
+    train_classes = {label for label, counts in report.classes.items() if counts.get("train")}
+    if len(train_classes) < 2:
+        report.problems.append(
+            f"only {len(train_classes)} class(es) in the train split ({sorted(train_classes)}); a "
+            "classifier needs at least two: ingest labelled media of more classes"
+        )
+    for label, counts in sorted(report.classes.items()):
+        if 0 < counts.get("train", 0) < min_clips_per_class:
+            report.problems.append(
+                f"class {label!r} has {counts['train']} training clip(s), fewer than "
+                f"min_clips_per_class={min_clips_per_class}: add clips or lower the minimum"
+            )
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for clip in clips.get(split, []):
+            if clip.clip_id in seen and seen[clip.clip_id] != split:
+                report.problems.append(
+                    f"clip {clip.clip_id[:12]} is in both {seen[clip.clip_id]} and {split}: splits "
+                    "must not overlap (check manual edits of media_files.split)"
+                )
+            seen[clip.clip_id] = split
+    if check_values:
+        ids = [c.clip_id for split_clips in clips.values() for c in split_clips]
+        for stream in streams:
+            for frames in store.iter_stream_frames(ids, stream):
+                if not np.all(np.isfinite(frames)):
+                    report.problems.append(
+                        f"{stream} features contain NaN or infinite values: re-extract with "
+                        "`stpipe extract` after deleting the affected feature folder"
+                    )
+                    break
+    log.info("training data:\n%s", report.describe())
+    if report.problems:
+        raise DataValidationError("training data refused:\n- " + "\n- ".join(report.problems))
+    return report
