@@ -241,25 +241,48 @@ def features_verify(
 @app.command()
 def train(
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 40,
-    batch_size: Annotated[int, typer.Option(help="Clips per training batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Segments per training batch.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Nadam learning rate.")] = 0.002,
     patience: Annotated[int, typer.Option(help="Epochs without val-loss progress.")] = 8,
     streams: Annotated[
         str,
-        typer.Option(
-            help="Feature streams the head reads: auto (what the data has), video, audio, both."
-        ),
+        typer.Option(help="Streams the model reads: auto (what the data has), video, audio, both."),
     ] = "auto",
+    lstm_units: Annotated[int, typer.Option(help="LSTM width (the seed's 256).")] = 256,
+    dropout: Annotated[float, typer.Option(help="Dropout after the LSTM and Dense layers.")] = 0.0,
+    end_to_end: Annotated[
+        bool,
+        typer.Option(
+            "--end-to-end",
+            help="Train the seed's TimeDistributed(VGG-16) end-to-end model on frames decoded "
+            "from the media, instead of the head on cached features.",
+        ),
+    ] = False,
+    cnn_trainable: Annotated[
+        bool, typer.Option("--cnn-trainable", help="Fine-tune VGG-16 (with --end-to-end).")
+    ] = False,
+    class_weights: Annotated[
+        str, typer.Option(help="auto (balance skewed labels), on or off.")
+    ] = "auto",
+    min_clips_per_class: Annotated[
+        int, typer.Option(help="Refuse to train when a class has fewer training clips.")
+    ] = 2,
     promote: Annotated[
         bool | None,
         typer.Option(
             "--promote/--no-promote",
-            help="Make the new version production. Default: only if none exists yet.",
+            help="Force or forbid promotion to production. Default: the promotion gate decides "
+            "(macro-F1 on the current test split at least production's + "
+            "PIPELINE_PROMOTION_MARGIN).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Train the LSTM(256) -> Dense(1024) -> softmax head on cached features; register it."""
+    """Train a model, evaluate it on the test split, register it, and promote it if it passes.
+
+    A run killed midway resumes from its last finished epoch when started again with the same
+    data and options.
+    """
     from pipeline.stages import run_train
     from pipeline.train import TrainParams
 
@@ -272,6 +295,12 @@ def train(
             patience=patience,
             seed=settings.seed,
             streams=streams,
+            lstm_units=lstm_units,
+            dropout=dropout,
+            end_to_end=end_to_end,
+            cnn_trainable=cnn_trainable,
+            class_weights=class_weights,
+            min_clips_per_class=min_clips_per_class,
         )
     except ValueError as exc:
         _fail(exc)
@@ -280,6 +309,99 @@ def train(
     except PipelineError as exc:
         _fail(exc)
     _show("train", result.as_dict())
+
+
+models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every registered version with its kind, streams, metrics and stage."""
+    from pipeline.warehouse import Warehouse
+
+    settings = _settings()
+    table = Table(title="model versions", title_justify="left")
+    for column in (
+        "version",
+        "stage",
+        "kind",
+        "streams",
+        "classes",
+        "test acc",
+        "test macro-F1",
+        "val macro-F1",
+        "created",
+    ):
+        table.add_column(column)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        for m in warehouse.models():
+            style = "bold green" if m.stage == "production" else None
+            table.add_row(
+                m.model_version,
+                m.stage,
+                str(m.metrics.get("kind", "sequence_head")),
+                "+".join(m.streams),
+                str(len(m.class_names)),
+                _num(m.metrics.get("accuracy")),
+                _num(m.metrics.get("macro_f1")),
+                _num(m.metrics.get("val_macro_f1")),
+                str(m.created_at)[:19],
+                style=style,
+            )
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version to put in production, e.g. v0003.")],
+    check: Annotated[
+        bool,
+        typer.Option("--check/--force", help="Run the promotion gate first (default) or not."),
+    ] = True,
+) -> None:
+    """Put a version in production (the current one is archived)."""
+    from pipeline.registry import get_model, promotion_gate
+    from pipeline.warehouse import Warehouse
+
+    settings = _settings()
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        try:
+            record = get_model(warehouse, version)
+            if check:
+                decision = promotion_gate(
+                    record, warehouse, settings.features_root, margin=settings.promotion_margin
+                )
+                _show("promotion gate", decision.as_dict())
+                if not decision.promote:
+                    _fail(
+                        PipelineError(
+                            f"{version} did not pass the gate; use --force to promote anyway"
+                        )
+                    )
+            warehouse.promote_model(version)
+        except PipelineError as exc:
+            _fail(exc)
+    out.print(f"{version} is now in production")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Put the previously promoted version back into production."""
+    from pipeline.registry import rollback
+    from pipeline.warehouse import Warehouse
+
+    settings = _settings()
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        try:
+            target = rollback(warehouse)
+        except PipelineError as exc:
+            _fail(exc)
+    out.print(f"{target.model_version} is back in production")
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
 
 
 @app.command()

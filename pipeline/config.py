@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,9 @@ class Settings(BaseSettings):
     )
     extract_max_shards: int = Field(8, description="Most parallel feature_extraction tasks.")
     seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
+    promotion_margin: float = Field(
+        0.0, description="Macro-F1 a new model must gain over production to be promoted."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +165,13 @@ class Settings(BaseSettings):
     @property
     def models_root(self) -> str:
         return join_uri(self.data_dir, "models")
+
+    @property
+    def runs_root(self) -> str:
+        """Checkpoints and TensorBoard logs of training runs (always a local folder)."""
+        if "://" in self.data_dir:
+            return str(Path(tempfile.gettempdir(), "stpipe-runs"))
+        return str(Path(self.data_dir, "models", "_runs"))
 
     @property
     def warehouse(self) -> str:

@@ -122,7 +122,8 @@ def media_dataset(
     def generate() -> Iterator[tuple[dict[str, Any], Any, bytes]]:
         order = list(split.clips)
         if shuffle_seed is not None:
-            np.random.default_rng(shuffle_seed + epoch[0]).shuffle(order)
+            permutation = np.random.default_rng(shuffle_seed + epoch[0]).permutation(len(order))
+            order = [order[i] for i in permutation]
             epoch[0] += 1
         for clip in order:
             one_hot = np.zeros(n_classes, np.float32)

@@ -176,15 +176,16 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> None:
     )
 
 
-def load_classifier(uri: str) -> keras.Model:
-    """Load a saved ``.keras`` model (head or end-to-end; local path or URI) for inference."""
+def load_classifier(uri: str, *, compile: bool = False) -> keras.Model:
+    """Load a saved ``.keras`` model (head or end-to-end; local path or URI). ``compile=True``
+    restores the optimiser state too (to resume training)."""
     if storage.is_remote(uri):
         with tempfile.TemporaryDirectory(prefix="stpipe-model-") as tmp:
             local = str(Path(tmp, "model.keras"))
             storage.copy_file(uri, local)
-            return load_classifier(local)
+            return load_classifier(local, compile=compile)
     return keras.models.load_model(
-        uri, custom_objects={"CaffePreprocess": CaffePreprocess}, compile=False
+        uri, custom_objects={"CaffePreprocess": CaffePreprocess}, compile=compile
     )
 
 

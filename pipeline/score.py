@@ -88,9 +88,15 @@ def score_clips(
     if not ready:
         return summary
 
-    from pipeline.model import load_classifier, predict_probabilities
+    from pipeline.datasets import segment_predictions
+    from pipeline.model import load_classifier
+    from pipeline.registry import read_metadata
+    from pipeline.sequences import SequenceSpec
 
     model = load_classifier(f"{production.model_uri}/model.keras")
+    metadata = read_metadata(production)
+    # An end-to-end model decodes the media with the settings it was trained with.
+    spec = SequenceSpec(**metadata["sequence_spec"]) if metadata.get("sequence_spec") else None
     names = production.class_names
     scored_at = utc_now()
     stamp = {
@@ -102,28 +108,20 @@ def score_clips(
     progress.start("score", len(ready), "clips")
     for start in range(0, len(ready), CHUNK_CLIPS):
         chunk = ready[start : start + CHUNK_CLIPS]
-        segments = store.read_segments((c.clip_id for c in chunk), streams=streams)
-        usable = {
-            clip_id: [seg for seg in rows if any(seg.stream(s).shape[0] for s in streams)]
-            for clip_id, rows in segments.items()
-        }
-        examples = [seg for rows in usable.values() for seg in rows]
-        probabilities = predict_probabilities(model, [seg.streams for seg in examples])
-        by_clip: dict[str, list[tuple[Any, Any]]] = {}
-        segment_rows = []
-        for seg, probs in zip(examples, probabilities, strict=True):
-            by_clip.setdefault(seg.clip_id, []).append((seg, probs))
-            segment_rows.append(
-                {
-                    **stamp,
-                    **_labelled(names, probs),
-                    "clip_id": seg.clip_id,
-                    "segment_index": seg.segment_index,
-                    "n_segments": seg.n_segments,
-                    "start_seconds": seg.start_seconds,
-                    "end_seconds": seg.end_seconds,
-                }
-            )
+        by_clip = segment_predictions(model, chunk, streams, store=store, spec=spec)
+        segment_rows = [
+            {
+                **stamp,
+                **_labelled(names, probs),
+                "clip_id": seg.clip_id,
+                "segment_index": seg.segment_index,
+                "n_segments": seg.n_segments,
+                "start_seconds": seg.start_seconds,
+                "end_seconds": seg.end_seconds,
+            }
+            for rows in by_clip.values()
+            for seg, probs in rows
+        ]
         clip_rows = []
         for clip in chunk:
             scored_segments = by_clip.get(clip.clip_id)

@@ -19,7 +19,7 @@ from pipeline.ingest import IngestSummary, discover_media, ingest_media
 from pipeline.progress import Progress
 from pipeline.score import ScoreSummary, score_clips
 from pipeline.sequences import SequenceSpec
-from pipeline.train import TrainParams, TrainResult, train_head
+from pipeline.train import TrainParams, TrainResult, train_model
 from pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -140,17 +140,22 @@ def plan_extraction(settings: Settings) -> list[dict[str, int]]:
 def run_train(
     settings: Settings, params: TrainParams | None = None, *, promote: bool | None = None
 ) -> TrainResult:
-    """Train the head on the current settings' features and register the new version."""
+    """Train a model on the current settings' features, register it, and promote it if asked
+    (``promote=True``) or if it passes the promotion gate (``promote=None``)."""
     store = FeatureStore.from_settings(settings)
     with Warehouse.connect(settings.warehouse) as warehouse:
-        return train_head(
+        return train_model(
             warehouse.clips(status="ok", labelled=True),
             store,
             warehouse,
             models_root=settings.models_root,
+            runs_root=settings.runs_root,
             feature_settings=settings.feature_settings(),
+            sequence_spec=SequenceSpec.from_settings(settings),
+            cnn_weights=settings.cnn_weights,
             params=params or TrainParams(seed=settings.seed),
             promote=promote,
+            promotion_margin=settings.promotion_margin,
         )
 
 

@@ -1,18 +1,24 @@
-"""Stage 3, train: fit the LSTM + MLP head on cached features and register a model version.
+"""Stage 3, train: fit a model, evaluate it, register it as a new version, gate its promotion.
 
-Input is a ``tf.data`` pipeline over the feature store's TFRecord parts; every clip segment is
-one example, labelled with its clip's label. Labels and splits are looked up by clip id from the
-warehouse at training time (features depend only on content and settings; labels may arrive
-later). Padded frames are masked. Early stopping watches the validation split; metrics come
-from the test split at clip level (a clip's segment probabilities are averaged). The model is
-saved as ``DATA_DIR/models/<version>/model.keras`` with ``metadata.json`` beside it and
-registered in the warehouse's ``model_versions``; the first version becomes production.
+Two models, one recipe (LSTM(256) -> Dense(1024, relu) -> softmax, Nadam(0.002), categorical
+cross-entropy and accuracy):
 
-The head reads the streams the training data has (``streams="auto"``): video frames, audio
-windows, or both (two-branch fusion); ``streams="video"`` or ``"audio"`` forces one.
+* the **head** (default) reads cached VGG-16 features: a ``tf.data`` pipeline over the feature
+  store's TFRecord parts, one example per clip segment;
+* the **end-to-end** model (``end_to_end=True``) is the seed's
+  ``TimeDistributed(VGG-16 + GAP)`` network, trained on images decoded from the media while it
+  trains (``cnn_trainable`` fine-tunes VGG-16). Frozen, it computes exactly what the head
+  computes on cached features (see tests/unit/test_parity.py), which is why caching is allowed.
 
-Training is deterministic (seeded, TensorFlow op determinism on) and keyed by a fingerprint of
-its data and hyper-parameters: re-running with nothing changed reuses the existing version.
+Labels and splits come from the warehouse by clip id. Data is validated first
+(:mod:`pipeline.validation`). Training checkpoints every epoch under
+``DATA_DIR/models/_runs/<fingerprint>/``: a run killed at any point and started again resumes
+from its last finished epoch. Seeds are fixed (TensorFlow op determinism on) and recorded; class
+weights balance skewed labels; early stopping watches the validation loss and keeps the best
+epoch; TensorBoard logs go beside the checkpoints. Metrics are clip-level (a clip's segment
+probabilities averaged) on the validation and test splits; the version folder gets
+``model.keras``, ``metadata.json``, ``confusion_matrix.png``, ``training_curves.png`` and
+``MODEL_CARD.md``. The same data, settings and parameters as an existing version reuse it.
 """
 
 from __future__ import annotations
@@ -33,15 +39,29 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.config import STREAMS, join_uri
+from pipeline.datasets import (
+    Split,
+    clip_probabilities,
+    feature_dataset,
+    media_dataset,
+    without_clip_ids,
+)
 from pipeline.errors import DataValidationError
-from pipeline.evaluate import classification_metrics
-from pipeline.feature_store import FEATURE_DIM, FeatureStore, parse_sequence_example
+from pipeline.evaluate import (
+    classification_metrics,
+    model_card,
+    plot_confusion_matrix,
+    plot_training_curves,
+)
+from pipeline.feature_store import FEATURE_DIM, FeatureStore
+from pipeline.sequences import SequenceSpec
+from pipeline.validation import validate_training_data
 from pipeline.warehouse import ClipRecord, Warehouse
 
 log = logging.getLogger(__name__)
 
 #: Bump when training code changes what the same data and parameters produce.
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 SPLITS = ("train", "val", "test")
 STREAM_CHOICES = ("auto", "video", "audio", "both")
 
@@ -56,35 +76,51 @@ class TrainParams:
     patience: int = 8
     seed: int = 1337
     streams: str = "auto"
+    lstm_units: int = 256
+    dropout: float = 0.0
+    end_to_end: bool = False
+    cnn_trainable: bool = False
+    class_weights: str = "auto"  # auto (when labels are skewed) | on | off
+    min_clips_per_class: int = 2
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
-            raise ValueError("epochs and batch_size must be >= 1 and patience >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0 or self.lstm_units < 1:
+            raise ValueError("epochs, batch_size and lstm_units must be >= 1 and patience >= 0")
         if not 0 < self.learning_rate < 1:
             raise ValueError("learning_rate must be in (0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
         if self.streams not in STREAM_CHOICES:
             raise ValueError(f"streams must be one of {STREAM_CHOICES}")
+        if self.class_weights not in ("auto", "on", "off"):
+            raise ValueError("class_weights must be auto, on or off")
+        if self.cnn_trainable and not self.end_to_end:
+            raise ValueError("cnn_trainable needs end_to_end (the head never sees the CNN)")
 
 
 @dataclass
 class TrainResult:
     model_version: str
     model_uri: str
+    kind: str
     reused: bool
     production: bool
     class_names: list[str]
     streams: list[str]
     counts: dict[str, int]
     metrics: dict[str, Any] = field(default_factory=dict)
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
     epochs_run: int = 0
+    resumed_from_epoch: int | None = None
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         summary = asdict(self)
-        # XCom stays small: drop the per-class table and confusion matrix.
-        summary["metrics"] = {
-            k: v for k, v in self.metrics.items() if k not in ("per_class", "confusion_matrix")
-        }
+        for key in ("metrics", "val_metrics"):  # XCom stays small
+            summary[key] = {
+                k: v for k, v in summary[key].items() if k not in ("per_class", "confusion_matrix")
+            }
         return summary
 
 
@@ -101,21 +137,24 @@ class TrainingSet:
     def counts(self) -> dict[str, int]:
         return {split: len(self.clips[split]) for split in SPLITS}
 
+    def split(self, name: str) -> Split:
+        index = {label: i for i, label in enumerate(self.class_names)}
+        clips = self.clips[name]
+        return Split(clips, {c.clip_id: index[str(c.label)] for c in clips}, self.examples[name])
+
 
 def select_training_set(
     labelled: Sequence[ClipRecord],
     segment_frames: dict[str, list[dict[str, int]]],
     streams: str = "auto",
 ) -> TrainingSet:
-    """Split the labelled clips that have features; choose the streams; check the data.
+    """Split the labelled clips that have features and choose the streams the model reads.
 
-    Args:
-        labelled: labelled ``ok`` clips.
-        segment_frames: per clip id, per segment, frames per stream (from the feature store).
-        streams: ``auto`` (whatever the training clips have), ``video``, ``audio`` or ``both``.
+    ``streams="auto"`` takes every stream some training clip has frames in. Clips without frames
+    in the chosen streams, and val/test clips whose label is absent from train, are left out.
 
     Raises:
-        DataValidationError: no features, or fewer than two classes in the train split.
+        DataValidationError: fewer than two classes in the train split.
     """
     with_features = [c for c in labelled if c.clip_id in segment_frames]
     missing = len(labelled) - len(with_features)
@@ -156,13 +195,6 @@ def select_training_set(
             log.warning("%d %s clips have labels absent from train; left out", len(unknown), split)
             by_split[split] = [c for c in by_split[split] if c.label in train_counts]
     examples = {split: sum(usable(c) for c in by_split[split]) for split in SPLITS}
-    log.info(
-        "training set (%s): clips per split %s, segments %s; per class (train): %s",
-        "+".join(chosen),
-        {s: len(v) for s, v in by_split.items()},
-        examples,
-        dict(sorted(train_counts.items())),
-    )
     return TrainingSet(by_split, class_names, chosen, examples)
 
 
@@ -197,101 +229,76 @@ def feature_statistics(
         raise DataValidationError(f"no {stream} frames among the training clips")
     mean = total / count
     variance = np.maximum(total_sq / count - mean**2, 0.0)
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
-        raise DataValidationError(f"training {stream} features contain NaN or infinite values")
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
-def make_dataset(
-    files: Sequence[str],
-    training_set: TrainingSet,
-    split: str,
-    batch_size: int,
-    *,
-    shuffle_seed: int | None = None,
-    with_clip_ids: bool = False,
-) -> Any:
-    """``tf.data`` of ``({stream: (batch, frames, 512)}, one-hot (batch, classes))`` for a split.
-
-    Reads the TFRecord parts, keeps segments of the split's clips that have frames in the
-    model's streams, looks up the label index by clip id, and pads each batch to its longest
-    sequence with zero frames (masked by the model; at least one step per stream). With
-    ``with_clip_ids`` each element also carries the batch's clip ids (for clip-level metrics).
-    """
-    from pipeline.tfenv import enable_object_store_filesystems, tf
-
-    if any(storage.is_remote(f) for f in files):
-        enable_object_store_filesystems()
-
-    streams = training_set.streams
-    class_index = {name: i for i, name in enumerate(training_set.class_names)}
-    clips = training_set.clips[split]
-    keys = tf.constant([c.clip_id for c in clips] or [""], tf.string)
-    values = tf.constant([class_index[str(c.label)] for c in clips] or [-1], tf.int64)
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
-    n_classes = len(training_set.class_names)
-
-    def parse(serialized: Any) -> tuple[Any, Any, Any]:
-        parsed = parse_sequence_example(serialized)
-        label = table.lookup(parsed["clip_id"])
-        frames = tf.add_n([tf.shape(parsed[s])[0] for s in streams])
-        label = tf.where(frames > 0, label, tf.constant(-1, tf.int64))
-        inputs = {s: _at_least_one_step(tf, parsed[s]) for s in streams}
-        return inputs, label, parsed["clip_id"]
-
-    dataset = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
-    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda _inputs, label, _clip: label >= 0)
-    dataset = dataset.map(lambda inputs, label, clip: (inputs, tf.one_hot(label, n_classes), clip))
-    dataset = dataset.cache()
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(
-            max(1, training_set.examples[split]), seed=shuffle_seed, reshuffle_each_iteration=True
+def class_weights(
+    training_set: TrainingSet, mode: str, segment_frames: dict[str, list[dict[str, int]]]
+) -> dict[int, float] | None:
+    """Balanced class weights ``total / (classes * count)`` over training segments, when
+    ``mode`` is ``on``, or ``auto`` and the largest class has over 1.5x the smallest's segments."""
+    if mode == "off":
+        return None
+    index = {name: i for i, name in enumerate(training_set.class_names)}
+    counts = Counter()  # type: Counter[int]
+    for clip in training_set.clips["train"]:
+        usable = sum(
+            any(seg[s] for s in training_set.streams) for seg in segment_frames[clip.clip_id]
         )
-    dataset = dataset.padded_batch(
-        batch_size,
-        padded_shapes=({s: [None, FEATURE_DIM] for s in streams}, [n_classes], []),
-        padding_values=({s: 0.0 for s in streams}, 0.0, b""),
+        counts[index[str(clip.label)]] += usable
+    if mode == "auto" and max(counts.values()) <= 1.5 * min(counts.values()):
+        return None
+    total = sum(counts.values())
+    weights = {i: total / (len(counts) * n) for i, n in counts.items()}
+    log.info(
+        "class weights (labels are skewed): %s",
+        {training_set.class_names[i]: round(w, 3) for i, w in weights.items()},
     )
-    if not with_clip_ids:
-        dataset = dataset.map(lambda inputs, labels, _clips: (inputs, labels))
-    # Each committed segment is in exactly one part, so the batch count is known; telling
-    # tf.data lets Keras size its epochs (and fails loudly if the store holds a clip twice).
-    batches = -(-training_set.examples[split] // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return weights
 
 
-def _at_least_one_step(tf: Any, frames: Any) -> Any:
-    """An empty sequence becomes one zero frame (fully masked), so every batch has a step."""
-    return tf.cond(
-        tf.shape(frames)[0] > 0, lambda: frames, lambda: tf.zeros([1, FEATURE_DIM], tf.float32)
-    )
-
-
-def train_head(
+def train_model(
     labelled: Sequence[ClipRecord],
     store: FeatureStore,
     warehouse: Warehouse,
     *,
     models_root: str,
+    runs_root: str,
     feature_settings: dict[str, Any],
+    sequence_spec: SequenceSpec,
+    cnn_weights: str,
     params: TrainParams,
     promote: bool | None = None,
+    promotion_margin: float = 0.0,
 ) -> TrainResult:
-    """Train, evaluate, save and register a head model on the labelled clips' cached features.
+    """Train, evaluate, save and register a model; then promote it if asked or if it passes the
+    gate.
 
     Args:
         labelled: labelled ``ok`` clips from the warehouse.
-        store: feature store of the settings hash the model will read.
-        warehouse: registry of model versions.
-        models_root: where model folders are written.
-        feature_settings: recorded in the model's metadata.
+        store: feature store of the current settings (the head's input; the data inventory and
+            standardisation statistics of the end-to-end model too).
+        warehouse: the registry.
+        models_root: where version folders are written.
+        runs_root: local folder for checkpoints and TensorBoard logs of runs in progress.
+        feature_settings, sequence_spec: recorded in the metadata (the end-to-end model decodes
+            media with ``sequence_spec``).
+        cnn_weights: VGG-16 weights for the end-to-end model.
         params: hyper-parameters.
-        promote: True makes the new version production; None promotes it only when no
-            production model exists yet (the first version); False never does.
+        promote: True promotes unconditionally, False never; None runs the promotion gate.
+        promotion_margin: macro-F1 the candidate must gain over production to pass the gate.
     """
-    training_set = select_training_set(labelled, store.segment_frames(), params.streams)
+    from pipeline.registry import promotion_gate
+
+    segment_frames = store.segment_frames()
+    training_set = select_training_set(labelled, segment_frames, params.streams)
+    report = validate_training_data(
+        training_set.clips,
+        segment_frames,
+        training_set.streams,
+        store,
+        min_clips_per_class=params.min_clips_per_class,
+    )
     fingerprint = training_fingerprint(training_set, store.settings_hash, params)
     existing = warehouse.model_with_fingerprint(fingerprint)
     if existing is not None:
@@ -299,98 +306,155 @@ def train_head(
             "train: %s was trained on exactly this data and these parameters; reusing it",
             existing.model_version,
         )
-        if promote and existing.stage != "production":
-            warehouse.promote_model(existing.model_version)
+        gate = _promote(existing, warehouse, store.root, promote, promotion_margin, promotion_gate)
         current = warehouse.production_model()
         return TrainResult(
             model_version=existing.model_version,
             model_uri=existing.model_uri,
+            kind=existing.metrics.get("kind", "sequence_head"),
             reused=True,
             production=current is not None and current.model_version == existing.model_version,
             class_names=existing.class_names,
             streams=existing.streams,
             counts=training_set.counts,
             metrics=existing.metrics,
+            gate=gate,
         )
 
-    from pipeline.model import build_sequence_head
+    from pipeline.callbacks import Checkpointer
     from pipeline.tfenv import keras, tf
 
     started = time.perf_counter()
+    run_dir = Path(runs_root) / fingerprint[:16]
+    run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
-    files = store.tfrecord_parts()
-    train_ids = [c.clip_id for c in training_set.clips["train"]]
-    statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
-    model = build_sequence_head(
-        len(training_set.class_names), statistics, learning_rate=params.learning_rate
-    )
-    train_ds = make_dataset(
-        files, training_set, "train", params.batch_size, shuffle_seed=params.seed
-    )
+    kind = "end_to_end" if params.end_to_end else "sequence_head"
+    n_classes = len(training_set.class_names)
+
+    def datasets_for(split: str, batch_size: int, shuffle_seed: int | None = None) -> Any:
+        if params.end_to_end:
+            return media_dataset(
+                training_set.split(split),
+                training_set.streams,
+                n_classes,
+                batch_size,
+                sequence_spec,
+                shuffle_seed=shuffle_seed,
+            )
+        return feature_dataset(
+            store.tfrecord_parts(),
+            training_set.split(split),
+            training_set.streams,
+            n_classes,
+            batch_size,
+            shuffle_seed=shuffle_seed,
+        )
+
+    state = _load_state(run_dir, fingerprint)
+    resumed_from = None
+    if state is not None:
+        from pipeline.model import load_classifier
+
+        model = load_classifier(str(run_dir / "last.keras"), compile=True)
+        resumed_from = state["epoch"] + 1
+        log.info("train: resuming %s run %s after epoch %d", kind, fingerprint[:16], resumed_from)
+    else:
+        model = _build(kind, training_set, store, params, sequence_spec, cnn_weights)
+        state = {
+            "fingerprint": fingerprint,
+            "epoch": -1,
+            "best": None,
+            "best_epoch": None,
+            "wait": 0,
+            "history": {},
+            "stopped": False,
+        }
     has_val = bool(training_set.examples["val"])
-    val_ds = make_dataset(files, training_set, "val", params.batch_size) if has_val else None
+    monitor = "val_loss" if has_val else "loss"
     if not has_val:
         log.warning("no validation clips: early stopping watches the training loss instead")
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss" if has_val else "loss",
-            patience=params.patience,
-            restore_best_weights=True,
-        ),
-        keras.callbacks.LambdaCallback(on_epoch_end=_log_epoch),
-    ]
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=params.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself, seeded
-        verbose=0,
-    )
+    if not state["stopped"] and state["epoch"] + 1 < params.epochs:
+        model.fit(
+            without_clip_ids(datasets_for("train", params.batch_size, params.seed)),
+            validation_data=without_clip_ids(datasets_for("val", params.batch_size))
+            if has_val
+            else None,
+            epochs=params.epochs,
+            initial_epoch=state["epoch"] + 1,
+            class_weight=class_weights(training_set, params.class_weights, segment_frames),
+            callbacks=[
+                Checkpointer(run_dir, state, monitor, params.patience),
+                keras.callbacks.TensorBoard(
+                    log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
+                ),
+            ],
+            shuffle=False,  # the datasets shuffle themselves, seeded
+            verbose=0,
+        )
+    if (run_dir / "best.weights.h5").exists():
+        model.load_weights(run_dir / "best.weights.h5")
+    epochs_run = state["epoch"] + 1
+
     eval_split = "test" if training_set.examples["test"] else "val" if has_val else "train"
     if eval_split != "test":
         log.warning("no test clips: metrics below are on the %s split", eval_split)
-    eval_ds = make_dataset(files, training_set, eval_split, 256, with_clip_ids=True)
-    metrics = evaluate_clips(model, eval_ds, training_set.class_names)
+    metrics = _evaluate(model, datasets_for(eval_split, 64), training_set.class_names)
     metrics["evaluated_on"] = eval_split
-    epochs_run = len(history.history.get("loss", []))
+    metrics["kind"] = kind
+    val_metrics = (
+        _evaluate(model, datasets_for("val", 64), training_set.class_names) if has_val else {}
+    )
     seconds = round(time.perf_counter() - started, 2)
 
     version = _next_version(warehouse)
     model_uri = join_uri(models_root, version)
     metadata = {
         "model_version": version,
-        "kind": "sequence_head",
+        "kind": kind,
         "class_names": training_set.class_names,
         "streams": list(training_set.streams),
         "settings_hash": store.settings_hash,
         "feature_settings": feature_settings,
+        "sequence_spec": asdict(sequence_spec) if params.end_to_end else None,
         "fingerprint": fingerprint,
         "params": asdict(params),
         "counts": training_set.counts,
         "examples": training_set.examples,
+        "data_report": report.as_dict(),
         "metrics": metrics,
+        "val_metrics": val_metrics,
         "epochs_run": epochs_run,
+        "best_epoch": None if state["best_epoch"] is None else state["best_epoch"] + 1,
+        "resumed_from_epoch": resumed_from,
         "train_seconds": seconds,
-        "history": {k: [round(float(x), 5) for x in v] for k, v in history.history.items()},
+        "tensorboard": str(run_dir / "tensorboard"),
+        "history": state["history"],
     }
-    _save_model(model, metadata, model_uri)
+    _save_version(model, metadata, model_uri)
     warehouse.register_model(
         model_version=version,
         model_uri=model_uri,
         settings_hash=store.settings_hash,
         fingerprint=fingerprint,
         class_names=training_set.class_names,
-        metrics={k: v for k, v in metrics.items() if k != "per_class"},
+        metrics={
+            **{k: v for k, v in metrics.items() if k != "per_class"},
+            "val_macro_f1": val_metrics.get("macro_f1"),
+        },
         streams=training_set.streams,
     )
-    make_production = promote if promote is not None else warehouse.production_model() is None
-    if make_production:
-        warehouse.promote_model(version)
+    for checkpoint in ("last.keras", "best.weights.h5"):  # the version folder has the model now
+        (run_dir / checkpoint).unlink(missing_ok=True)
+    registered = _registered(warehouse, version)
+    gate = _promote(registered, warehouse, store.root, promote, promotion_margin, promotion_gate)
+    current = warehouse.production_model()
+    is_production = current is not None and current.model_version == version
     log.info(
-        "train: %s (%s) saved to %s; %s accuracy %.3f, macro-F1 %.3f after %d epochs (%.1f s)%s",
+        "train: %s (%s, %s) saved to %s; %s accuracy %.3f, macro-F1 %.3f after %d epochs"
+        " (%.1f s); %s",
         version,
+        kind,
         "+".join(training_set.streams),
         model_uri,
         eval_split,
@@ -398,39 +462,106 @@ def train_head(
         metrics.get("macro_f1") or 0.0,
         epochs_run,
         seconds,
-        "; promoted to production" if make_production else "",
+        "promoted to production"
+        if is_production
+        else f"kept as candidate ({gate.get('reason', 'not promoted')})",
     )
     return TrainResult(
         model_version=version,
         model_uri=model_uri,
+        kind=kind,
         reused=False,
-        production=make_production,
+        production=is_production,
         class_names=training_set.class_names,
         streams=list(training_set.streams),
         counts=training_set.counts,
         metrics=metrics,
+        val_metrics=val_metrics,
+        gate=gate,
         epochs_run=epochs_run,
+        resumed_from_epoch=resumed_from,
         seconds=seconds,
     )
 
 
-def evaluate_clips(model: Any, dataset: Any, class_names: Sequence[str]) -> dict[str, Any]:
-    """Clip-level metrics: each clip's segment probabilities are averaged, then compared with
-    its label. ``dataset`` yields ``(inputs, one_hot, clip_ids)`` batches."""
-    sums: dict[bytes, npt.NDArray[np.float64]] = {}
-    truth: dict[bytes, int] = {}
-    for inputs, one_hot, clip_ids in dataset:
-        probabilities = np.asarray(model.predict_on_batch(inputs), dtype=np.float64)
-        labels = np.argmax(one_hot.numpy(), axis=1)
-        for clip_id, probs, label in zip(clip_ids.numpy(), probabilities, labels, strict=True):
-            sums[clip_id] = sums.get(clip_id, 0.0) + probs
-            truth[clip_id] = int(label)
-    if not sums:
+def _build(
+    kind: str,
+    training_set: TrainingSet,
+    store: FeatureStore,
+    params: TrainParams,
+    spec: SequenceSpec,
+    cnn_weights: str,
+) -> Any:
+    from pipeline.model import build_end_to_end_model, build_sequence_head
+
+    train_ids = [c.clip_id for c in training_set.clips["train"]]
+    statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
+    if kind == "end_to_end":
+        return build_end_to_end_model(
+            len(training_set.class_names),
+            statistics,
+            cnn_weights=cnn_weights,
+            image_size=spec.image_size,
+            seed=params.seed,
+            cnn_trainable=params.cnn_trainable,
+            learning_rate=params.learning_rate,
+            lstm_units=params.lstm_units,
+            dropout=params.dropout,
+        )
+    return build_sequence_head(
+        len(training_set.class_names),
+        statistics,
+        learning_rate=params.learning_rate,
+        lstm_units=params.lstm_units,
+        dropout=params.dropout,
+    )
+
+
+def _evaluate(model: Any, dataset: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """Clip-level metrics: a clip's segment probabilities are averaged, then compared with its
+    label."""
+    probabilities, truth = clip_probabilities(model, dataset)
+    if not probabilities:
         return {"accuracy": None, "macro_f1": None, "examples": 0}
-    ids = sorted(sums)
+    ids = sorted(probabilities)
     y_true = np.array([truth[c] for c in ids])
-    y_pred = np.array([int(np.argmax(sums[c])) for c in ids])
+    y_pred = np.array([int(np.argmax(probabilities[c])) for c in ids])
     return classification_metrics(y_true, y_pred, class_names)
+
+
+def _promote(
+    record: Any,
+    warehouse: Warehouse,
+    features_root: str,
+    promote: bool | None,
+    margin: float,
+    gate_fn: Any,
+) -> dict[str, Any]:
+    if promote is False:
+        return {"promote": False, "reason": "promotion not requested (--no-promote)"}
+    if promote is True:
+        warehouse.promote_model(record.model_version)
+        return {"promote": True, "reason": "promoted by request (--promote)"}
+    decision = gate_fn(record, warehouse, features_root, margin=margin)
+    if decision.promote:
+        warehouse.promote_model(record.model_version)
+    result: dict[str, Any] = decision.as_dict()
+    return result
+
+
+def _registered(warehouse: Warehouse, version: str) -> Any:
+    from pipeline.registry import get_model
+
+    return get_model(warehouse, version)
+
+
+def _load_state(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The state of an interrupted run of the same training, if its checkpoint is complete."""
+    state_file = run_dir / "state.json"
+    if not state_file.exists() or not (run_dir / "last.keras").exists():
+        return None
+    state: dict[str, Any] = json.loads(state_file.read_text())
+    return state if state.get("fingerprint") == fingerprint else None
 
 
 def _next_version(warehouse: Warehouse) -> str:
@@ -442,18 +573,28 @@ def _next_version(warehouse: Warehouse) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
-def _save_model(model: Any, metadata: dict[str, Any], model_uri: str) -> None:
-    """Write model.keras, then metadata.json (the folder's commit marker), each atomically."""
+def _save_version(model: Any, metadata: dict[str, Any], model_uri: str) -> None:
+    """Write model.keras, plots and the model card, then metadata.json (the commit marker)."""
     with tempfile.TemporaryDirectory(prefix="stpipe-model-") as tmp:
-        local = Path(tmp, "model.keras")
-        model.save(local)
-        storage.copy_file(str(local), join_uri(model_uri, "model.keras"))
+        local = Path(tmp)
+        model.save(local / "model.keras")
+        metrics = metadata["metrics"]
+        title = f"{metadata['model_version']} ({metrics.get('evaluated_on')} split)"
+        if metrics.get("confusion_matrix"):
+            plot_confusion_matrix(
+                metrics["confusion_matrix"],
+                metadata["class_names"],
+                str(local / "confusion_matrix.png"),
+                title,
+            )
+        plot_training_curves(
+            metadata["history"], str(local / "training_curves.png"), metadata["model_version"]
+        )
+        (local / "MODEL_CARD.md").write_text(model_card(metadata))
+        for name in ("model.keras", "confusion_matrix.png", "training_curves.png", "MODEL_CARD.md"):
+            if (local / name).exists():
+                storage.copy_file(str(local / name), join_uri(model_uri, name))
     storage.write_bytes(
         join_uri(model_uri, "metadata.json"),
-        json.dumps(metadata, indent=2, sort_keys=True).encode(),
+        json.dumps(metadata, indent=2, sort_keys=True, default=str).encode(),
     )
-
-
-def _log_epoch(epoch: int, logs: dict[str, float] | None) -> None:
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-    log.info("epoch %d: %s", epoch + 1, shown)

@@ -104,10 +104,10 @@ def validate_training_data(
             f"only {len(train_classes)} class(es) in the train split ({sorted(train_classes)}); a "
             "classifier needs at least two: ingest labelled media of more classes"
         )
-    for label, counts in sorted(report.classes.items()):
-        if 0 < counts.get("train", 0) < min_clips_per_class:
+    for label, per_split in sorted(report.classes.items()):
+        if 0 < per_split.get("train", 0) < min_clips_per_class:
             report.problems.append(
-                f"class {label!r} has {counts['train']} training clip(s), fewer than "
+                f"class {label!r} has {per_split['train']} training clip(s), fewer than "
                 f"min_clips_per_class={min_clips_per_class}: add clips or lower the minimum"
             )
     seen: dict[str, str] = {}

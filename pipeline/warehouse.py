@@ -69,6 +69,7 @@ class ModelRecord:
     stage: str
     created_at: Any
     streams: list[str]
+    promoted_at: Any = None
 
 
 class Warehouse:
@@ -425,7 +426,7 @@ class Warehouse:
 _CLIP_COLUMNS = "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
 _MODEL_COLUMNS = (
     "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage,"
-    " created_at, streams"
+    " created_at, streams, promoted_at"
 )
 
 
