@@ -40,17 +40,24 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
             state["history"].setdefault(key, []).append(round(float(value), 6))
         value = float(logs.get(self.monitor, np.inf))
         improved = state["best"] is None or value < state["best"]
+        # Files are named by epoch and state.json (written last) names the current ones, so a
+        # kill at any instant leaves a state whose files all exist and belong together.
         if improved:
             state["best"], state["best_epoch"], state["wait"] = value, epoch, 0
-            _atomic_save(self.model.save_weights, self.run_dir / "best.weights.h5")
+            state["best_weights"] = f"best-{epoch:04d}.weights.h5"
+            _atomic_save(self.model.save_weights, self.run_dir / state["best_weights"])
         else:
             state["wait"] += 1
         state["epoch"] = epoch
         if state["wait"] >= self.patience:
             state["stopped"] = True
             self.model.stop_training = True
-        _atomic_save(self.model.save, self.run_dir / "last.keras")
+        state["checkpoint"] = f"epoch-{epoch:04d}.keras"
+        _atomic_save(self.model.save, self.run_dir / state["checkpoint"])
         storage.write_bytes(str(self.run_dir / "state.json"), json.dumps(state).encode())
+        for old in [*self.run_dir.glob("epoch-*.keras"), *self.run_dir.glob("best-*.weights.h5")]:
+            if old.name not in (state["checkpoint"], state["best_weights"]):
+                old.unlink(missing_ok=True)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
         log.info("epoch %d: %s%s", epoch + 1, shown, " (best so far)" if improved else "")
 

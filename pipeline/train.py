@@ -327,6 +327,8 @@ def train_model(
     started = time.perf_counter()
     run_dir = Path(runs_root) / fingerprint[:16]
     run_dir.mkdir(parents=True, exist_ok=True)
+    for partial in run_dir.glob(".tmp-*"):  # a save cut short by a kill
+        partial.unlink()
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     kind = "end_to_end" if params.end_to_end else "sequence_head"
@@ -356,7 +358,7 @@ def train_model(
     if state is not None:
         from pipeline.model import load_classifier
 
-        model = load_classifier(str(run_dir / "last.keras"), compile=True)
+        model = load_classifier(str(run_dir / state["checkpoint"]), compile=True)
         resumed_from = state["epoch"] + 1
         log.info("train: resuming %s run %s after epoch %d", kind, fingerprint[:16], resumed_from)
     else:
@@ -366,6 +368,8 @@ def train_model(
             "epoch": -1,
             "best": None,
             "best_epoch": None,
+            "best_weights": None,
+            "checkpoint": None,
             "wait": 0,
             "history": {},
             "stopped": False,
@@ -392,8 +396,8 @@ def train_model(
             shuffle=False,  # the datasets shuffle themselves, seeded
             verbose=0,
         )
-    if (run_dir / "best.weights.h5").exists():
-        model.load_weights(run_dir / "best.weights.h5")
+    if state.get("best_weights"):
+        model.load_weights(run_dir / state["best_weights"])
     epochs_run = state["epoch"] + 1
 
     eval_split = "test" if training_set.examples["test"] else "val" if has_val else "train"
@@ -444,8 +448,8 @@ def train_model(
         },
         streams=training_set.streams,
     )
-    for checkpoint in ("last.keras", "best.weights.h5"):  # the version folder has the model now
-        (run_dir / checkpoint).unlink(missing_ok=True)
+    for checkpoint in [*run_dir.glob("epoch-*.keras"), *run_dir.glob("best-*.weights.h5")]:
+        checkpoint.unlink()  # the version folder has the model now
     registered = _registered(warehouse, version)
     gate = _promote(registered, warehouse, store.root, promote, promotion_margin, promotion_gate)
     current = warehouse.production_model()
@@ -558,10 +562,11 @@ def _registered(warehouse: Warehouse, version: str) -> Any:
 def _load_state(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     """The state of an interrupted run of the same training, if its checkpoint is complete."""
     state_file = run_dir / "state.json"
-    if not state_file.exists() or not (run_dir / "last.keras").exists():
+    if not state_file.exists():
         return None
     state: dict[str, Any] = json.loads(state_file.read_text())
-    return state if state.get("fingerprint") == fingerprint else None
+    complete = (run_dir / str(state.get("checkpoint"))).exists()
+    return state if complete and state.get("fingerprint") == fingerprint else None
 
 
 def _next_version(warehouse: Warehouse) -> str:
