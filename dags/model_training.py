@@ -1,10 +1,20 @@
 """### model_training
 
-Trains the LSTM(256) -> Dense(1024, relu) -> softmax head on cached features of the labelled
-clips (train split; early stopping on val; metrics on test), saves the model under
-`$PIPELINE_DATA_DIR/models/<version>/` and registers it in `model_versions`. The first version
-becomes production. Triggered by hand; the parameters below set the run. Re-running with the same
-data and parameters reuses the existing version. Emits `stpipe_models`.
+Trains candidate models on the cached features of the labelled clips, keeps the best, and puts
+it in production only if it passes the promotion gate. Triggered by hand; the parameters below
+set the run.
+
+1. `validate_training_data`: refuses data that cannot train a meaningful model (one class, too
+   few clips of a class, overlapping splits, NaN features) and logs per-class counts.
+2. `plan_candidates`: the `grid` parameter (e.g. `{"lstm_units": [128, 256], "dropout":
+   [0.0, 0.3]}`) expands into one candidate per combination (one candidate when empty).
+3. `train_candidate` (one mapped task per candidate): train, evaluate on val and test, register
+   as a candidate version. A killed task resumes from its last epoch when retried.
+4. `select_best`: the candidate with the highest validation macro-F1.
+5. `promotion_gate` (branch): `promote_model` when the best candidate's macro-F1 on the current
+   test split is at least production's (+ `PIPELINE_PROMOTION_MARGIN`), else `keep_production`;
+   `promote` = yes / no overrides the gate. A promotion emits `stpipe_models`, which triggers
+   scoring.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from airflow.sdk import Param, dag, task
     params={
         "epochs": Param(40, type="integer", minimum=1, maximum=1000, description="Most epochs."),
         "batch_size": Param(
-            32, type="integer", minimum=1, maximum=4096, description="Clips per batch."
+            32, type="integer", minimum=1, maximum=4096, description="Segments per batch."
         ),
         "learning_rate": Param(
             0.002, type="number", exclusiveMinimum=0, maximum=1, description="Nadam learning rate."
@@ -37,36 +47,101 @@ from airflow.sdk import Param, dag, task
         "streams": Param(
             "auto",
             enum=["auto", "video", "audio", "both"],
-            description="Feature streams the head reads: auto = whatever the data has.",
+            description="Feature streams the model reads: auto = whatever the data has.",
+        ),
+        "end_to_end": Param(
+            False,
+            type="boolean",
+            description="Train the seed's TimeDistributed(VGG-16) model on decoded media.",
+        ),
+        "grid": Param(
+            {},
+            type="object",
+            description='Tuning grid, e.g. {"lstm_units": [128, 256], "learning_rate": '
+            '[0.002, 0.001], "dropout": [0.0, 0.3]}. Empty: one run with the values above.',
         ),
         "promote": Param(
-            "auto",
-            enum=["auto", "yes", "no"],
-            description="Make the new version production: auto = only if there is none yet.",
+            "gate",
+            enum=["gate", "yes", "no"],
+            description="gate = promote only if the promotion gate passes; yes / no override it.",
         ),
     },
 )
 def model_training() -> None:
-    @task(outlets=[MODELS], execution_timeout=timedelta(hours=4))
-    def train_model(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    @task(execution_timeout=timedelta(minutes=30))
+    def validate_training_data(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from pipeline.config import load_settings
+        from pipeline.stages import run_validate
+
+        assert params is not None  # injected by Airflow
+        report = run_validate(load_settings(), str(params["streams"]))
+        return {k: report[k] for k in ("classes", "segments", "streams", "class_names")}
+
+    @task(execution_timeout=timedelta(minutes=5))
+    def plan_candidates(
+        report: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        from pipeline.config import load_settings
+        from pipeline.train import candidate_grid
+
+        assert params is not None
+        base = {
+            "epochs": int(params["epochs"]),
+            "batch_size": int(params["batch_size"]),
+            "learning_rate": float(params["learning_rate"]),
+            "patience": int(params["patience"]),
+            "streams": str(params["streams"]),
+            "end_to_end": bool(params["end_to_end"]),
+            "seed": load_settings().seed,
+        }
+        return candidate_grid(base, dict(params["grid"] or {}))
+
+    @task(execution_timeout=timedelta(hours=4), max_active_tis_per_dagrun=2)
+    def train_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
         from pipeline.config import load_settings
         from pipeline.stages import run_train
         from pipeline.train import TrainParams
 
-        assert params is not None  # injected by Airflow from the DAG's Params
-        settings = load_settings()
-        train_params = TrainParams(
-            epochs=int(params["epochs"]),
-            batch_size=int(params["batch_size"]),
-            learning_rate=float(params["learning_rate"]),
-            patience=int(params["patience"]),
-            seed=settings.seed,
-            streams=str(params["streams"]),
-        )
-        promote = {"auto": None, "yes": True, "no": False}[params["promote"]]
-        return run_train(settings, train_params, promote=promote).as_dict()
+        result = run_train(load_settings(), TrainParams(**candidate), promote=False)
+        return {**result.as_dict(), "candidate": candidate}
 
-    train_model()
+    @task(execution_timeout=timedelta(minutes=5))
+    def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
+        from pipeline.train import best_candidate
+
+        best = best_candidate(list(results))
+        return {k: best[k] for k in ("model_version", "val_metrics", "metrics", "candidate")}
+
+    @task.branch(execution_timeout=timedelta(minutes=30))
+    def promotion_gate(best: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+        import logging
+
+        from pipeline.config import load_settings
+        from pipeline.stages import run_gate
+
+        assert params is not None
+        if params["promote"] != "gate":
+            return "promote_model" if params["promote"] == "yes" else "keep_production"
+        decision = run_gate(load_settings(), best["model_version"])
+        logging.getLogger(__name__).info("promotion gate: %s", decision.reason)
+        return "promote_model" if decision.promote else "keep_production"
+
+    @task(outlets=[MODELS], execution_timeout=timedelta(minutes=5))
+    def promote_model(best: dict[str, Any]) -> str:
+        from pipeline.config import load_settings
+        from pipeline.stages import run_promote
+
+        run_promote(load_settings(), best["model_version"])
+        return str(best["model_version"])
+
+    @task(execution_timeout=timedelta(minutes=5))
+    def keep_production(best: dict[str, Any]) -> str:
+        return f"{best['model_version']} stays a candidate"
+
+    report = validate_training_data()
+    results = train_candidate.expand(candidate=plan_candidates(report))  # type: ignore[arg-type]
+    best = select_best(results)  # type: ignore[arg-type]
+    promotion_gate(best) >> [promote_model(best), keep_production(best)]  # type: ignore[arg-type]
 
 
 model_training()

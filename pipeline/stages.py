@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
@@ -17,9 +17,11 @@ from pipeline.extract import ExtractSummary, extract_features, shard_of
 from pipeline.feature_store import FeatureStore, stores_with_stream
 from pipeline.ingest import IngestSummary, discover_media, ingest_media
 from pipeline.progress import Progress
+from pipeline.registry import GateDecision, get_model, promotion_gate
 from pipeline.score import ScoreSummary, score_clips
 from pipeline.sequences import SequenceSpec
-from pipeline.train import TrainParams, TrainResult, train_model
+from pipeline.train import TrainParams, TrainResult, select_training_set, train_model
+from pipeline.validation import validate_training_data
 from pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -157,6 +159,51 @@ def run_train(
             promote=promote,
             promotion_margin=settings.promotion_margin,
         )
+
+
+def run_validate(
+    settings: Settings, streams: str = "auto", min_clips_per_class: int = 2
+) -> dict[str, Any]:
+    """Check the training data without training: per-class counts, sequence lengths, problems.
+
+    Raises:
+        DataValidationError: the data cannot train a meaningful model (the message lists why).
+    """
+    store = FeatureStore.from_settings(settings)
+    segment_frames = store.segment_frames()
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        training_set = select_training_set(
+            warehouse.clips(status="ok", labelled=True), segment_frames, streams
+        )
+    report = validate_training_data(
+        training_set.clips,
+        segment_frames,
+        training_set.streams,
+        store,
+        min_clips_per_class=min_clips_per_class,
+    )
+    return {
+        **report.as_dict(),
+        "streams": list(training_set.streams),
+        "class_names": training_set.class_names,
+    }
+
+
+def run_gate(settings: Settings, model_version: str) -> GateDecision:
+    """Evaluate ``model_version`` against production on the current test split (no promotion)."""
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        candidate = get_model(warehouse, model_version)
+        return promotion_gate(
+            candidate, warehouse, settings.features_root, margin=settings.promotion_margin
+        )
+
+
+def run_promote(settings: Settings, model_version: str) -> None:
+    """Make ``model_version`` the production model."""
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        get_model(warehouse, model_version)
+        warehouse.promote_model(model_version)
+    log.info("%s promoted to production", model_version)
 
 
 def run_score(

@@ -54,7 +54,7 @@ def test_schedules_chain_the_dags_through_assets(dag_bag: Any) -> None:
     assert ingest.schedule == "0 1 * * *"
     [ingest_outlet] = ingest.get_task("ingest_media").outlets
     [extract_outlet] = extraction.get_task("summarize_extraction").outlets
-    [model_outlet] = training.get_task("train_model").outlets
+    [model_outlet] = training.get_task("promote_model").outlets
     assert _asset_names(extraction.timetable.asset_condition) == {ingest_outlet.name}
     assert _asset_names(scoring.timetable.asset_condition) == {
         extract_outlet.name,
@@ -83,7 +83,16 @@ def test_extraction_maps_one_task_per_shard_in_the_cnn_pool(dag_bag: Any) -> Non
 
 def test_training_is_configured_by_params(dag_bag: Any) -> None:
     params = dag_bag.get_dag("model_training").params
-    assert {"epochs", "batch_size", "learning_rate", "patience", "promote"} <= set(params.keys())
+    expected = {
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "patience",
+        "streams",
+        "end_to_end",
+        "grid",
+    }
+    assert expected | {"promote"} <= set(params.keys())
     assert params["epochs"] == 40 and params["learning_rate"] == 0.002
 
 
@@ -104,6 +113,14 @@ def test_task_ids_are_the_stage_function_names(dag_bag: Any) -> None:
     assert task_ids == {
         "media_ingest": ["ingest_media"],
         "feature_extraction": ["plan_extraction", "extract_features", "summarize_extraction"],
-        "model_training": ["train_model"],
+        "model_training": [
+            "validate_training_data",
+            "plan_candidates",
+            "train_candidate",
+            "select_best",
+            "promotion_gate",
+            "promote_model",
+            "keep_production",
+        ],
         "nightly_scoring": ["score_new_clips"],
     }

@@ -24,14 +24,24 @@ def dag_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings
 
 
-def _run(dag_bag: Any, dag_id: str, **kwargs: Any) -> dict[str, Any]:
-    """Run a DAG with dag.test(); return the state and return value of its last task."""
+def _run(dag_bag: Any, dag_id: str, task_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run a DAG with dag.test(); return the state and return value of ``task_id`` (default:
+    its only leaf task) and the states of all its task instances."""
     dag = dag_bag.get_dag(dag_id)
     dag_run = dag.test(**kwargs)
     assert dag_run.state == "success", f"{dag_id} ended {dag_run.state}"
-    [last] = [t.task_id for t in dag.tasks if not t.downstream_task_ids]
-    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == last]
-    return {"state": ti.state, "result": ti.xcom_pull(task_ids=last)}
+    if task_id is None:
+        [task_id] = [t.task_id for t in dag.tasks if not t.downstream_task_ids]
+    instances = dag_run.get_task_instances()
+    states: dict[str, list[str]] = {}
+    for ti in instances:
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    [ti] = [ti for ti in instances if ti.task_id == task_id and ti.map_index in (-1, 0)]
+    if ti.map_index >= 0:  # a mapped task: the first instance's value
+        result = ti.xcom_pull(task_ids=task_id, map_indexes=ti.map_index)
+    else:
+        result = ti.xcom_pull(task_ids=task_id)
+    return {"state": ti.state, "result": result, "states": states}
 
 
 def _snapshot(settings: Settings) -> dict[str, Any]:
@@ -63,8 +73,11 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
     extract = _run(dag_bag, "feature_extraction")
     assert extract["result"]["extracted"] == corpus.labelled + corpus.unlabelled
 
-    train = _run(dag_bag, "model_training", run_conf={"epochs": 3, "batch_size": 8})
-    assert train["result"]["production"] is True
+    train = _run(
+        dag_bag, "model_training", "train_candidate", run_conf={"epochs": 3, "batch_size": 8}
+    )
+    assert train["states"]["promote_model"] == ["success"]  # no production model yet: gate passes
+    assert train["states"]["keep_production"] == ["skipped"]
     assert train["result"]["class_names"] == [
         "colours_forward",
         "colours_reverse",
@@ -86,9 +99,11 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
         _run(dag_bag, "feature_extraction")["result"]["cached"]
         == corpus.labelled + corpus.unlabelled
     )
-    assert _run(dag_bag, "model_training", run_conf={"epochs": 3, "batch_size": 8})["result"][
-        "reused"
-    ]
+    again = _run(
+        dag_bag, "model_training", "train_candidate", run_conf={"epochs": 3, "batch_size": 8}
+    )
+    assert again["result"]["reused"]
+    assert again["states"]["keep_production"] == ["success"]  # it is production already
     assert _run(dag_bag, "nightly_scoring")["result"]["scored"] == 0
     assert _snapshot(dag_env) == before
 
@@ -96,6 +111,49 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
 def test_scoring_before_any_model_is_skipped_not_failed(dag_bag: Any, dag_env: Settings) -> None:
     outcome = _run(dag_bag, "nightly_scoring")
     assert outcome["state"] == "skipped"
+
+
+def test_training_maps_a_grid_and_promotes_the_best_candidate(
+    dag_bag: Any, dag_env: Settings
+) -> None:
+    from pipeline.feature_store import FeatureStore
+    from tests.feature_factory import temporal_corpus
+
+    with Warehouse.connect(dag_env.warehouse) as wh:
+        temporal_corpus(wh, FeatureStore.from_settings(dag_env), per_class=30)
+    outcome = _run(
+        dag_bag,
+        "model_training",
+        "select_best",
+        run_conf={"epochs": 4, "grid": {"lstm_units": [8, 32], "dropout": [0.0, 0.2]}},
+    )
+    assert outcome["states"]["train_candidate"] == ["success"] * 4
+    best = outcome["result"]
+    assert best["candidate"]["lstm_units"] in (8, 32)
+    with Warehouse.connect(dag_env.warehouse) as wh:
+        versions = wh.models()
+        production = wh.production_model()
+    assert len(versions) == 4
+    f1 = {m.model_version: m.metrics.get("val_macro_f1") or 0.0 for m in versions}
+    assert f1[best["model_version"]] == max(f1.values())
+    assert production is not None and production.model_version == best["model_version"]
+
+
+def test_a_worse_candidate_is_kept_out_of_production(dag_bag: Any, dag_env: Settings) -> None:
+    from pipeline.feature_store import FeatureStore
+    from tests.feature_factory import temporal_corpus
+
+    with Warehouse.connect(dag_env.warehouse) as wh:
+        temporal_corpus(wh, FeatureStore.from_settings(dag_env), per_class=30)
+    good = _run(dag_bag, "model_training", "select_best", run_conf={"epochs": 15})
+    worse = _run(
+        dag_bag, "model_training", "select_best", run_conf={"epochs": 1, "learning_rate": 1e-6}
+    )
+    assert worse["states"]["keep_production"] == ["success"]
+    assert worse["states"]["promote_model"] == ["skipped"]
+    with Warehouse.connect(dag_env.warehouse) as wh:
+        production = wh.production_model()
+    assert production is not None and production.model_version == good["result"]["model_version"]
 
 
 def test_training_params_are_validated(dag_bag: Any, dag_env: Settings) -> None:
