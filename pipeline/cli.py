@@ -138,6 +138,14 @@ def ingest(
     labelled: Annotated[
         bool, typer.Option("--labelled", help="Files under DIR/<label>/... get label <label>.")
     ] = False,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV of files to ingest instead of a folder: columns path (relative to the CSV), "
+            "label and split (train/val/test; overrides the split chosen from the clip id).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Register media files: hash, probe, copy to the media store, quarantine bad ones."""
     from pipeline.stages import run_ingest
@@ -146,7 +154,9 @@ def ingest(
         _fail(PipelineError("--labelled needs a DIR; the landing folder uses labelled/<label>/"))
     settings = _settings()
     try:
-        summary = run_ingest(settings, directory, labelled=labelled, progress=RichProgress())
+        summary = run_ingest(
+            settings, directory, labelled=labelled, manifest=manifest, progress=RichProgress()
+        )
     except PipelineError as exc:
         _fail(exc)
     _show("ingest", summary.as_dict())

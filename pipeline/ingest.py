@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.config import join_uri
-from pipeline.errors import MediaError
+from pipeline.errors import ConfigError, MediaError
 from pipeline.progress import NullProgress, Progress
 from pipeline.warehouse import Warehouse
 
@@ -31,10 +31,12 @@ TRAIN_PERCENT, VAL_PERCENT = 80, 10
 
 @dataclass(frozen=True)
 class Candidate:
-    """A file found by discovery, with the label its location gives it (None = unlabelled)."""
+    """A file found by discovery, with the label its location gives it (None = unlabelled) and,
+    from a manifest, the split it must be in (None = chosen from the clip id)."""
 
     uri: str
     label: str | None
+    split: str | None = None
 
 
 @dataclass
@@ -45,6 +47,7 @@ class IngestSummary:
     already_known: int = 0
     unchanged: int = 0
     labelled_now: int = 0
+    split_changed: int = 0
     label_conflicts: int = 0
     skipped_unsupported: int = 0
     unreadable: int = 0
@@ -62,6 +65,40 @@ def split_for(clip_id: str) -> str:
     if bucket < TRAIN_PERCENT:
         return "train"
     return "val" if bucket < TRAIN_PERCENT + VAL_PERCENT else "test"
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def read_manifest(manifest: str) -> list[Candidate]:
+    """Candidates listed in a CSV manifest with columns ``path`` (relative to the manifest's
+    folder, or absolute / a URI), and optional ``label`` and ``split`` (train, val or test).
+
+    Raises:
+        ConfigError: the manifest is missing, lacks a ``path`` column or has a bad split.
+    """
+    import csv
+    import io
+
+    if not storage.exists(manifest):
+        raise ConfigError(f"manifest {manifest} does not exist")
+    base = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(manifest).decode())))
+    if rows and "path" not in rows[0]:
+        raise ConfigError(
+            f"manifest {manifest} needs a 'path' column (and optionally label, split)"
+        )
+    candidates = []
+    for number, row in enumerate(rows, start=2):
+        path = row["path"].strip()
+        split = (row.get("split") or "").strip() or None
+        if split is not None and split not in SPLIT_NAMES:
+            raise ConfigError(
+                f"{manifest}, line {number}: split {split!r} is not one of {SPLIT_NAMES}"
+            )
+        uri = path if path.startswith("/") or "://" in path else join_uri(base, path)
+        candidates.append(Candidate(uri, (row.get("label") or "").strip() or None, split))
+    return candidates
 
 
 def discover_media(
@@ -149,8 +186,10 @@ def ingest_media(
         if seen is not None:
             size, mtime = storage.file_stat(candidate.uri)
             if (size, mtime) == seen[:2] and seen[3] == candidate.label:
-                summary.unchanged += 1
-                continue
+                clip = warehouse.get_clip(seen[2]) if candidate.split else None
+                if clip is None or clip.split == candidate.split:
+                    summary.unchanged += 1
+                    continue
         todo.append(candidate)
 
     progress.start("ingest", len(todo), "files")
@@ -194,6 +233,12 @@ def _register(
     existing = warehouse.get_clip(clip_id)
     if existing is not None:
         summary.already_known += 1
+        if candidate.split is not None and candidate.split != existing.split:
+            warehouse.set_split(clip_id, candidate.split)
+            summary.split_changed += 1
+            log.info(
+                "%s moved from %s to %s (manifest)", candidate.uri, existing.split, candidate.split
+            )
         if candidate.label is not None:
             if existing.label is None:
                 summary.labelled_now += int(
@@ -218,7 +263,7 @@ def _register(
             "uri": candidate.uri,
             "media_uri": media_uri,
             "label": candidate.label,
-            "split": split_for(clip_id),
+            "split": candidate.split or split_for(clip_id),
             "status": "ok",
             "error": None,
             "size_bytes": examined.size,
@@ -238,7 +283,7 @@ def _register(
             "uri": candidate.uri,
             "media_uri": quarantined_uri,
             "label": candidate.label,
-            "split": split_for(clip_id),
+            "split": candidate.split or split_for(clip_id),
             "status": "quarantined",
             "error": examined.error,
             "size_bytes": examined.size,

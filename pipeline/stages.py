@@ -15,7 +15,7 @@ from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import ConfigError
 from pipeline.extract import ExtractSummary, extract_features, shard_of
 from pipeline.feature_store import FeatureStore, stores_with_stream
-from pipeline.ingest import IngestSummary, discover_media, ingest_media
+from pipeline.ingest import IngestSummary, discover_media, ingest_media, read_manifest
 from pipeline.progress import Progress
 from pipeline.registry import GateDecision, get_model, promotion_gate
 from pipeline.score import ScoreSummary, score_clips
@@ -35,20 +35,27 @@ def run_ingest(
     source: str | None = None,
     *,
     labelled: bool = False,
+    manifest: str | None = None,
     progress: Progress | None = None,
 ) -> IngestSummary:
-    """Ingest ``source`` (labels from ``<label>/`` folders if ``labelled``), or the landing
-    folder (labels from ``labelled/<label>/``) when ``source`` is None."""
-    root = source if source is not None else settings.landing_root
-    if not storage.exists(root):
-        if source is None:
-            storage.makedirs(root)
-            log.info("created the empty landing folder %s; drop media files there", root)
-        else:
-            raise ConfigError(f"{root} does not exist; pass a folder of media files to ingest")
-    candidates, skipped = discover_media(
-        root, labelled=labelled and source is not None, landing_layout=source is None
-    )
+    """Ingest ``source`` (labels from ``<label>/`` folders if ``labelled``), the files listed in
+    a CSV ``manifest`` (path, label, split), or the landing folder (labels from
+    ``labelled/<label>/``) when neither is given."""
+    if manifest is not None:
+        if source is not None:
+            raise ConfigError("give either a folder or a manifest, not both")
+        candidates, skipped = read_manifest(manifest), 0
+    else:
+        root = source if source is not None else settings.landing_root
+        if not storage.exists(root):
+            if source is None:
+                storage.makedirs(root)
+                log.info("created the empty landing folder %s; drop media files there", root)
+            else:
+                raise ConfigError(f"{root} does not exist; pass a folder of media files to ingest")
+        candidates, skipped = discover_media(
+            root, labelled=labelled and source is not None, landing_layout=source is None
+        )
     with Warehouse.connect(settings.warehouse) as warehouse:
         summary = ingest_media(
             candidates,

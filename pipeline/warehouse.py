@@ -209,6 +209,14 @@ class Warehouse:
             )
             return bool(result.rowcount)
 
+    def set_split(self, clip_id: str, split: str) -> None:
+        """Move a clip to another split (a manifest decided so)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE media_files SET split = :s, updated_at = :t WHERE clip_id = :c"),
+                {"c": clip_id, "s": split, "t": utc_now()},
+            )
+
     def record_source(
         self, uri: str, clip_id: str, size_bytes: int, mtime: float, label: str | None
     ) -> None:

@@ -157,3 +157,32 @@ def test_landing_folder_is_the_default_source(settings: Settings) -> None:
 def test_missing_source_folder_is_a_clear_error(tmp_path: Path, settings: Settings) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         run_ingest(settings, str(tmp_path / "nowhere"))
+
+
+def test_manifest_sets_labels_and_splits_and_can_move_clips(tmp_path: Path, settings: Settings) -> None:
+    a = tone_file(tmp_path / "m" / "audio" / "a.wav")
+    tone_file(tmp_path / "m" / "audio" / "b.wav", freq=600)
+    gray_ramp_video(tmp_path / "m" / "c.mp4")
+    manifest = tmp_path / "m" / "manifest.csv"
+    manifest.write_text("path,label,split\naudio/a.wav,low,test\naudio/b.wav,high,train\nc.mp4,,val\n")
+    summary = run_ingest(settings, manifest=str(manifest))
+    assert summary.added == 3
+    rows = {Path(r["uri"]).name: r for r in _rows(settings)}
+    assert (rows["a.wav"]["label"], rows["a.wav"]["split"]) == ("low", "test")
+    assert (rows["b.wav"]["label"], rows["b.wav"]["split"]) == ("high", "train")
+    assert (rows["c.mp4"]["label"], rows["c.mp4"]["split"]) == (None, "val")
+    assert run_ingest(settings, manifest=str(manifest)).unchanged == 3
+    manifest.write_text(f"path,label,split\n{a},low,train\n")  # absolute paths work too
+    moved = run_ingest(settings, manifest=str(manifest))
+    assert moved.split_changed == 1
+    assert {Path(r["uri"]).name: r["split"] for r in _rows(settings)}["a.wav"] == "train"
+
+
+def test_bad_manifest_is_a_clear_error(tmp_path: Path, settings: Settings) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,split\nx.wav,holdout\n")
+    with pytest.raises(ConfigError, match="line 2: split 'holdout'"):
+        run_ingest(settings, manifest=str(manifest))
+    manifest.write_text("file,label\nx.wav,a\n")
+    with pytest.raises(ConfigError, match="'path' column"):
+        run_ingest(settings, manifest=str(manifest))
