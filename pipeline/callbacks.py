@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         self.monitor = monitor
         self.patience = patience
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.epoch_started = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
+        logs = {**(logs or {}), "epoch_seconds": time.perf_counter() - self.epoch_started}
         state = self.state
         for key, value in logs.items():
             state["history"].setdefault(key, []).append(round(float(value), 6))
