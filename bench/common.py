@@ -33,7 +33,11 @@ def machine() -> dict[str, Any]:
     flags = ""
     try:
         info = Path("/proc/cpuinfo").read_text()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        )
         flags = next(line for line in info.splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
@@ -52,7 +56,11 @@ def machine() -> dict[str, Any]:
 def save(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), **result}
+    payload = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **result,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"\nresults written to {path.relative_to(REPO)}")
     return path
@@ -110,7 +118,9 @@ def write_scene_video(
     rows, cols = size
     n_frames = int(seconds * fps)
     with av.open(str(tmp), "w") as container:
-        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23", "g": str(2 * fps)})
+        video = container.add_stream(
+            "libx264", rate=fps, options={"preset": "ultrafast", "crf": "23", "g": str(2 * fps)}
+        )
         video.width, video.height, video.pix_fmt = cols, rows, "yuv420p"
         sound = container.add_stream("aac", rate=16000, layout="mono") if audio else None
         for frame in moving_scene(rows, cols, n_frames, seed):
@@ -120,7 +130,9 @@ def write_scene_video(
             t = np.arange(int(seconds * 16000)) / 16000
             samples = (0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(t)) * t)).astype(np.float32)
             for start in range(0, samples.size, 1024):
-                chunk = av.AudioFrame.from_ndarray(samples[np.newaxis, start : start + 1024], format="fltp", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    samples[np.newaxis, start : start + 1024], format="fltp", layout="mono"
+                )
                 chunk.sample_rate = 16000
                 for packet in sound.encode(chunk):
                     container.mux(packet)
@@ -149,16 +161,24 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Run ``stpipe ARGS`` in a fresh process; return (wall seconds, peak RSS in MiB)."""
     command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "pipeline", *args]
     started = time.perf_counter()
-    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"stpipe {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"stpipe {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     peak_kib = int(result.stderr.strip().splitlines()[-1])
     return seconds, peak_kib // 1024
 
 
 def settings_env(data_dir: Path, **overrides: Any) -> dict[str, str]:
-    env = {"PIPELINE_DATA_DIR": str(data_dir), "PIPELINE_CNN_WEIGHTS": "none", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        "PIPELINE_DATA_DIR": str(data_dir),
+        "PIPELINE_CNN_WEIGHTS": "none",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     env.update({f"PIPELINE_{k.upper()}": str(v) for k, v in overrides.items()})
     return env
 

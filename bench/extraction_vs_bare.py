@@ -20,7 +20,9 @@ from common import CACHE, header, machine, save, timer, write_scene_video, write
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--videos", type=int, default=10, help="10 s 640x360 clips")
@@ -39,7 +41,9 @@ def main() -> None:
         write_scene_video(corpus / f"scene_{i:02d}.mp4", 10.0, seed=i)
     for i in range(args.audios):
         write_tone_audio(corpus / f"notes_{i:02d}.wav", 5.0, seed=i)
-    files = sorted(p for p in corpus.iterdir() if p.suffix in (".mp4", ".wav"))[: args.videos + args.audios]
+    files = sorted(p for p in corpus.iterdir() if p.suffix in (".mp4", ".wav"))[
+        : args.videos + args.audios
+    ]
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     settings = load_settings(
@@ -62,7 +66,9 @@ def main() -> None:
         [
             item.images
             for f in files
-            for item in iter_clip_images(str(f), probe_media(str(f)).modality, spec, probe_media(str(f)).duration_seconds)
+            for item in iter_clip_images(
+                str(f), probe_media(str(f)).modality, spec, probe_media(str(f)).duration_seconds
+            )
             if item.images.shape[0]
         ]
     )

@@ -48,14 +48,18 @@ def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--frames", type=int, default=96)
     args = parser.parse_args()
 
     from pipeline.cnn import build_embedder
 
-    images = np.random.default_rng(0).integers(0, 256, (args.frames, args.image_size, args.image_size, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(
+        0, 256, (args.frames, args.image_size, args.image_size, 3), dtype=np.uint8
+    )
     results = {}
     for precision in ("float32", "bfloat16"):
         peak = matmul_peak(precision)
@@ -76,7 +80,9 @@ def main() -> None:
         header(precision)
         print(f"matrix-multiply peak ({precision}, 2048^3): {peak:.1f} GFLOP/s")
         print(f"VGG-16 at {args.image_size}px: {flops / 1e9:.2f} GFLOP per frame")
-        print(f"throughput: {fps:.2f} frames/s = {achieved:.1f} GFLOP/s = {achieved / peak:.2f} of peak")
+        print(
+            f"throughput: {fps:.2f} frames/s = {achieved:.1f} GFLOP/s = {achieved / peak:.2f} of peak"
+        )
     save("flops", {"machine": machine(), "image_size": args.image_size, **results})
 
 

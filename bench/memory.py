@@ -18,7 +18,9 @@ from common import CACHE, header, machine, run_cli, save, settings_env, write_sc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--short-minutes", type=float, default=1.0)
     parser.add_argument("--long-minutes", type=float, default=10.0)
@@ -35,13 +37,29 @@ def main() -> None:
         env = settings_env(work / "data", image_size=args.image_size)
         run_cli(["ingest", str(work / "in")], env)
         seconds, peak_mib = run_cli(["extract"], env)
-        results[label] = {"minutes": minutes, "seconds": seconds, "peak_rss_mib": peak_mib, "bytes": video.stat().st_size}
-        print(f"{label}: {minutes:g} min video ({video.stat().st_size / 1e6:.0f} MB): peak RSS {peak_mib} MiB, {seconds:.1f} s")
+        results[label] = {
+            "minutes": minutes,
+            "seconds": seconds,
+            "peak_rss_mib": peak_mib,
+            "bytes": video.stat().st_size,
+        }
+        print(
+            f"{label}: {minutes:g} min video ({video.stat().st_size / 1e6:.0f} MB): peak RSS {peak_mib} MiB, {seconds:.1f} s"
+        )
         shutil.rmtree(work, ignore_errors=True)
     ratio = results["long"]["peak_rss_mib"] / results["short"]["peak_rss_mib"]
     header("result")
     print(f"peak RSS long / short = {ratio:.3f}   (target <= 1.25)")
-    save("memory", {"machine": machine(), "image_size": args.image_size, **results, "ratio": ratio, "target": "<= 1.25"})
+    save(
+        "memory",
+        {
+            "machine": machine(),
+            "image_size": args.image_size,
+            **results,
+            "ratio": ratio,
+            "target": "<= 1.25",
+        },
+    )
 
 
 if __name__ == "__main__":

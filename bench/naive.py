@@ -19,7 +19,9 @@ from common import CACHE, header, machine, save, timer, write_scene_video
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--videos", type=int, default=4)
     args = parser.parse_args()
@@ -33,10 +35,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-naive-"))
     source = work / "in"
     source.mkdir()
-    videos = [write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i) for i in range(args.videos)]
+    videos = [
+        write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i)
+        for i in range(args.videos)
+    ]
     for video in videos:
         shutil.copy(video, source / video.name)
-    settings = load_settings(data_dir=str(work / "data"), cnn_weights="none", image_size=args.image_size, audio_of_video=False)
+    settings = load_settings(
+        data_dir=str(work / "data"),
+        cnn_weights="none",
+        image_size=args.image_size,
+        audio_of_video=False,
+    )
     spec = SequenceSpec.from_settings(settings)
     encoder = build_frame_encoder("none", args.image_size, seed=settings.seed)
     encoder.predict(np.zeros((1, args.image_size, args.image_size, 3), np.uint8), verbose=0)

@@ -33,12 +33,16 @@ def extract(settings, source: Path) -> tuple[float, dict]:  # type: ignore[no-un
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--audios", type=int, default=2)
     parser.add_argument("--fsdd-image-size", type=int, default=64)
-    parser.add_argument("--fsdd-per-digit", type=int, default=300, help="recordings per digit (max 300)")
+    parser.add_argument(
+        "--fsdd-per-digit", type=int, default=300, help="recordings per digit (max 300)"
+    )
     args = parser.parse_args()
 
     from pipeline.config import load_settings
@@ -49,15 +53,24 @@ def main() -> None:
     source = work / "corpus" / "unlabelled"
     source.mkdir(parents=True)
     for i in range(args.videos):
-        shutil.copy(write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i), source)
+        shutil.copy(
+            write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i),
+            source,
+        )
     for i in range(args.audios):
-        shutil.copy(write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i), source)
+        shutil.copy(
+            write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i),
+            source,
+        )
 
     header(f"1-2. extraction time and feature similarity at {args.image_size} px")
     seconds, features = {}, {}
     for precision in ("float32", "bfloat16", "float32", "bfloat16"):  # interleaved: fair to noise
         settings = load_settings(
-            data_dir=str(work / "data"), cnn_weights="none", image_size=args.image_size, cnn_precision=precision
+            data_dir=str(work / "data"),
+            cnn_weights="none",
+            image_size=args.image_size,
+            cnn_precision=precision,
         )
         took, rows = extract(settings, work / "corpus")
         seconds.setdefault(precision, []).append(took)
@@ -70,10 +83,15 @@ def main() -> None:
             for stream in ("video", "audio"):
                 a, b = full.stream(stream), half.stream(stream)
                 if a.shape[0]:
-                    cosines.extend(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+                    cosines.extend(
+                        np.sum(a * b, axis=1)
+                        / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+                    )
     cosines_arr = np.array(cosines)
     print(f"time bfloat16 / float32 = {time_ratio:.3f}   (target <= 0.6)")
-    print(f"cosine similarity per frame: min {cosines_arr.min():.4f}, mean {cosines_arr.mean():.5f}   (target >= 0.99)")
+    print(
+        f"cosine similarity per frame: min {cosines_arr.min():.4f}, mean {cosines_arr.mean():.5f}   (target >= 0.99)"
+    )
 
     header(f"3. FSDD accuracy with each precision at {args.fsdd_image_size} px")
     fsdd = work / "fsdd"
@@ -101,7 +119,9 @@ def main() -> None:
         run_extract(settings)
         result = run_train(settings, TrainParams(epochs=60, patience=10), promote=False)
         accuracy[precision] = result.metrics["accuracy"]
-        print(f"{precision}: test accuracy {accuracy[precision]:.4f} on {result.metrics['examples']} clips")
+        print(
+            f"{precision}: test accuracy {accuracy[precision]:.4f} on {result.metrics['examples']} clips"
+        )
     gap = abs(accuracy["float32"] - accuracy["bfloat16"])
     print(f"accuracy gap = {100 * gap:.2f} points   (target <= 1)")
 

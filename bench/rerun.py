@@ -14,11 +14,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import CACHE, header, machine, run_cli, save, settings_env, write_scene_video, write_tone_audio
+from common import (
+    CACHE,
+    header,
+    machine,
+    run_cli,
+    save,
+    settings_env,
+    write_scene_video,
+    write_tone_audio,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--audios", type=int, default=4)
@@ -28,9 +39,15 @@ def main() -> None:
     source = work / "in"
     source.mkdir()
     for i in range(args.videos):
-        shutil.copy(write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i), source)
+        shutil.copy(
+            write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i),
+            source,
+        )
     for i in range(args.audios):
-        shutil.copy(write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i), source)
+        shutil.copy(
+            write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i),
+            source,
+        )
     env = settings_env(work / "data", image_size=args.image_size)
 
     runs = []

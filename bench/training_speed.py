@@ -24,7 +24,9 @@ from common import header, machine, save
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--clips-per-class", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=6)
@@ -37,8 +39,12 @@ def main() -> None:
     from pipeline.train import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
-    settings = load_settings(data_dir=str(work / "data"), cnn_weights="none", image_size=args.image_size)
-    generate_demo_corpus(Path(settings.landing_root), clips_per_class=args.clips_per_class, unlabelled_per_class=0)
+    settings = load_settings(
+        data_dir=str(work / "data"), cnn_weights="none", image_size=args.image_size
+    )
+    generate_demo_corpus(
+        Path(settings.landing_root), clips_per_class=args.clips_per_class, unlabelled_per_class=0
+    )
     run_ingest(settings)
     started = time.perf_counter()
     extract = run_extract(settings)
@@ -47,7 +53,9 @@ def main() -> None:
 
     results = {}
     for kind, end_to_end in (("head", False), ("end_to_end", True)):
-        params = TrainParams(epochs=args.epochs, patience=1000, batch_size=16, end_to_end=end_to_end)
+        params = TrainParams(
+            epochs=args.epochs, patience=1000, batch_size=16, end_to_end=end_to_end
+        )
         started = time.perf_counter()
         result = run_train(settings, params, promote=False)
         seconds = time.perf_counter() - started
@@ -64,21 +72,31 @@ def main() -> None:
             "epochs_to_target": reached,
         }
         header(kind)
-        print(f"{args.epochs} epochs: {epoch_seconds:.2f} s per epoch; {seconds:.1f} s with evaluation")
+        print(
+            f"{args.epochs} epochs: {epoch_seconds:.2f} s per epoch; {seconds:.1f} s with evaluation"
+        )
         print(f"validation accuracy per epoch: {[round(a, 3) for a in val_accuracy]}")
-        print(f"test accuracy: {result.metrics['accuracy']:.3f}; epochs to {args.target}: {reached}")
+        print(
+            f"test accuracy: {result.metrics['accuracy']:.3f}; epochs to {args.target}: {reached}"
+        )
 
     head, e2e = results["head"], results["end_to_end"]
 
     def time_to_target(r: dict, overhead: float) -> float | None:
-        return None if r["epochs_to_target"] is None else overhead + r["epoch_seconds"] * r["epochs_to_target"]
+        return (
+            None
+            if r["epochs_to_target"] is None
+            else overhead + r["epoch_seconds"] * r["epochs_to_target"]
+        )
 
     head_time = time_to_target(head, extract_seconds)
     e2e_time = time_to_target(e2e, 0.0)
     header("result")
     print(f"epoch time end-to-end / head = {e2e['epoch_seconds'] / head['epoch_seconds']:.0f}x")
     if head_time and e2e_time:
-        print(f"time to {args.target} val accuracy: head {head_time:.1f} s (extraction included), end-to-end {e2e_time:.1f} s -> {e2e_time / head_time:.1f}x")
+        print(
+            f"time to {args.target} val accuracy: head {head_time:.1f} s (extraction included), end-to-end {e2e_time:.1f} s -> {e2e_time / head_time:.1f}x"
+        )
     save(
         "training_speed",
         {
