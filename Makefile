@@ -10,13 +10,14 @@ LINT_PATHS := pipeline dags tests $(wildcard bench)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help demo test test-fast lint format clean clean-data
+.PHONY: help demo test test-fast lint format bench clean clean-data
 
 help:
 	@echo "make demo       synthetic video+audio corpus through the four Airflow DAGs, then a summary"
 	@echo "make test       the whole test suite (SQLite + PostgreSQL on 127.0.0.1:5432)"
 	@echo "make test-fast  unit tests only"
 	@echo "make lint       ruff + mypy"
+	@echo "make bench      the benchmarks, then docs/benchmarks.md (about 40 minutes on 2 cores)"
 	@echo "make clean-data remove ./data (the demo's outputs)"
 
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -37,6 +38,11 @@ lint: $(VENV)/.synced
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy pipeline dags
+
+bench: $(VENV)/.synced
+	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fsdd; do \
+		../$(BIN)/python $$script.py || exit 1; done
+	$(BIN)/python bench/report.py
 
 format: $(VENV)/.synced
 	$(BIN)/ruff format $(LINT_PATHS)
