@@ -126,3 +126,34 @@ def test_help_explains_each_command(settings: Settings) -> None:
         assert command in top
     assert "--labelled" in stpipe(settings, "ingest", "--help").stdout
     assert "--epochs" in stpipe(settings, "train", "--help").stdout
+
+
+def test_models_commands_list_promote_and_roll_back(settings: Settings) -> None:
+    from pipeline.feature_store import FeatureStore
+    from tests.feature_factory import temporal_corpus
+
+    with Warehouse.connect(settings.warehouse) as wh:
+        temporal_corpus(wh, FeatureStore.from_settings(settings), per_class=20)
+    stpipe(settings, "train", "--epochs", "3")
+    stpipe(settings, "train", "--epochs", "4", "--lstm-units", "32", "--no-promote")
+
+    def production() -> str:
+        with Warehouse.connect(settings.warehouse) as wh:
+            return wh.production_model().model_version  # type: ignore[union-attr]
+
+    listing = stpipe(settings, "models", "list").stdout
+    assert (
+        "v0001" in listing
+        and "v0002" in listing
+        and "production" in listing
+        and "candidate" in listing
+    )
+    assert production() == "v0001"
+    stpipe(settings, "models", "promote", "v0002", "--force")
+    assert production() == "v0002"
+    stpipe(settings, "models", "rollback")
+    assert production() == "v0001"
+    missing = stpipe(settings, "models", "promote", "v0099", check=False)
+    assert missing.returncode == 1 and "no model version 'v0099'" in missing.stderr
+    gated = stpipe(settings, "models", "promote", "v0002", check=False)  # the gate decides
+    assert ("is now in production" in gated.stdout) == (production() == "v0002")

@@ -159,12 +159,16 @@ def test_missing_source_folder_is_a_clear_error(tmp_path: Path, settings: Settin
         run_ingest(settings, str(tmp_path / "nowhere"))
 
 
-def test_manifest_sets_labels_and_splits_and_can_move_clips(tmp_path: Path, settings: Settings) -> None:
+def test_manifest_sets_labels_and_splits_and_can_move_clips(
+    tmp_path: Path, settings: Settings
+) -> None:
     a = tone_file(tmp_path / "m" / "audio" / "a.wav")
     tone_file(tmp_path / "m" / "audio" / "b.wav", freq=600)
     gray_ramp_video(tmp_path / "m" / "c.mp4")
     manifest = tmp_path / "m" / "manifest.csv"
-    manifest.write_text("path,label,split\naudio/a.wav,low,test\naudio/b.wav,high,train\nc.mp4,,val\n")
+    manifest.write_text(
+        "path,label,split\naudio/a.wav,low,test\naudio/b.wav,high,train\nc.mp4,,val\n"
+    )
     summary = run_ingest(settings, manifest=str(manifest))
     assert summary.added == 3
     rows = {Path(r["uri"]).name: r for r in _rows(settings)}
