@@ -6,7 +6,7 @@ index 5-9 are held out for validation (early stopping) and 10-49 train. Writes t
 runs the stages with the given audio framing and image size, and copies the model's confusion
 matrix and training curves to docs/.
 
-    .venv/bin/python bench/fsdd.py [--image-size 64] [--window 0.32] [--hop 0.08] [--n-mels 64]
+    .venv/bin/python bench/fsdd.py [--image-size 64] [--window 0.24] [--hop 0.08] [--learning-rate 0.001]
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--window", type=float, default=0.32, help="audio window, seconds")
+    parser.add_argument("--window", type=float, default=0.24, help="audio window, seconds")
     parser.add_argument("--hop", type=float, default=0.08, help="audio hop, seconds")
     parser.add_argument("--n-mels", type=int, default=64)
     parser.add_argument("--max-frames", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--data-dir", help="keep the run here (default: a temporary folder)")
     args = parser.parse_args()
 
