@@ -109,37 +109,23 @@ def write_scene_video(
     seed: int = 0,
 ) -> Path:
     """An H.264 MP4 of :func:`moving_scene` (and an AAC tone track if ``audio``); cached."""
-    import av
+    from pipeline.synthetic import write_video
 
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.mp4")
     rows, cols = size
-    n_frames = int(seconds * fps)
-    with av.open(str(tmp), "w") as container:
-        video = container.add_stream(
-            "libx264", rate=fps, options={"preset": "ultrafast", "crf": "23", "g": str(2 * fps)}
-        )
-        video.width, video.height, video.pix_fmt = cols, rows, "yuv420p"
-        sound = container.add_stream("aac", rate=16000, layout="mono") if audio else None
-        for frame in moving_scene(rows, cols, n_frames, seed):
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        if sound is not None:
-            t = np.arange(int(seconds * 16000)) / 16000
-            samples = (0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(t)) * t)).astype(np.float32)
-            for start in range(0, samples.size, 1024):
-                chunk = av.AudioFrame.from_ndarray(
-                    samples[np.newaxis, start : start + 1024], format="fltp", layout="mono"
-                )
-                chunk.sample_rate = 16000
-                for packet in sound.encode(chunk):
-                    container.mux(packet)
-        for stream in (video, sound):
-            if stream is not None:
-                for packet in stream.encode():
-                    container.mux(packet)
+    track = None
+    if audio:
+        t = np.arange(int(seconds * 16000)) / 16000
+        track = ((0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(t)) * t)).astype(np.float32), 16000)
+    tmp = path.with_suffix(".tmp.mp4")
+    write_video(
+        tmp,
+        moving_scene(rows, cols, int(seconds * fps), seed),
+        fps,
+        options={"preset": "ultrafast", "crf": "23", "g": str(2 * fps)},
+        audio=track,
+    )
     tmp.rename(path)
     return path
 

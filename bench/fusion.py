@@ -25,13 +25,12 @@ from common import header, machine, save
 def write_clip(
     path: Path, colours_forward: bool, tones_rising: bool, rng: np.random.Generator
 ) -> None:
-    import av
-
     from pipeline.synthetic import (
         DEMO_COLOURS,
         DEMO_NOTE_RATIOS,
         colour_sequence_frames,
         tone_sequence,
+        write_video,
     )
 
     fps, rate = 10, 16000
@@ -43,24 +42,7 @@ def write_clip(
     base = rng.uniform(250, 500)
     freqs = [base * r for r in (DEMO_NOTE_RATIOS if tones_rising else DEMO_NOTE_RATIOS[::-1])]
     samples = tone_sequence(freqs, [frames.shape[0] / fps / len(freqs)] * len(freqs), rate, rng)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream("aac", rate=rate, layout="mono")
-        for image in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for start in range(0, samples.size, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                samples[np.newaxis, start : start + 1024], format="fltp", layout="mono"
-            )
-            frame.sample_rate = rate
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode():
-                container.mux(packet)
+    write_video(path, frames, fps, audio=(samples, rate))
 
 
 def run_corpus(

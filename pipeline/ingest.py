@@ -258,17 +258,7 @@ def _register(
         media_uri = join_uri(media_root, clip_id[:2], clip_id + extension)
         if not storage.exists(media_uri):
             storage.copy_file(candidate.uri, media_uri)
-        row = {
-            "clip_id": clip_id,
-            "uri": candidate.uri,
-            "media_uri": media_uri,
-            "label": candidate.label,
-            "split": candidate.split or split_for(clip_id),
-            "status": "ok",
-            "error": None,
-            "size_bytes": examined.size,
-            **(examined.info or {}),
-        }
+        row = {**_row(examined, media_uri, "ok"), **(examined.info or {})}
         summary.added += int(warehouse.add_clip(row))
     else:
         quarantined_uri = join_uri(quarantine_root, clip_id + extension)
@@ -278,18 +268,24 @@ def _register(
                 join_uri(quarantine_root, clip_id + ".reason.txt"),
                 f"{candidate.uri}\n{examined.error}\n".encode(),
             )
-        row = {
-            "clip_id": clip_id,
-            "uri": candidate.uri,
-            "media_uri": quarantined_uri,
-            "label": candidate.label,
-            "split": candidate.split or split_for(clip_id),
-            "status": "quarantined",
-            "error": examined.error,
-            "size_bytes": examined.size,
-        }
+        row = _row(examined, quarantined_uri, "quarantined")
         if warehouse.add_clip(row):
             summary.quarantined += 1
             summary.errors.append(examined.error or "")
             log.warning("quarantined %s: %s", candidate.uri, examined.error)
     warehouse.record_source(candidate.uri, clip_id, examined.size, examined.mtime, candidate.label)
+
+
+def _row(examined: _Examined, media_uri: str, status: str) -> dict[str, Any]:
+    """The ``media_files`` columns every new clip has."""
+    candidate = examined.candidate
+    return {
+        "clip_id": examined.clip_id,
+        "uri": candidate.uri,
+        "media_uri": media_uri,
+        "label": candidate.label,
+        "split": candidate.split or split_for(examined.clip_id),
+        "status": status,
+        "error": examined.error if status == "quarantined" else None,
+        "size_bytes": examined.size,
+    }

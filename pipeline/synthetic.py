@@ -14,9 +14,10 @@ generator, so the corpus is identical on every run (re-running the demo ingests 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -35,26 +36,45 @@ DEMO_NOTE_RATIOS = (1.0, 1.25, 1.5, 2.0)  # a major arpeggio: same notes, either
 
 def write_video(
     path: Path,
-    frames: npt.NDArray[np.uint8],
+    frames: Iterable[npt.NDArray[np.uint8]],
     fps: int,
     *,
     codec: str = "libx264",
+    options: dict[str, str] | None = None,
+    audio: tuple[npt.NDArray[np.float32], int] | None = None,
 ) -> Path:
-    """Encode ``frames`` (uint8 ``(n, rows, cols, 3)`` RGB; even rows/cols) as a video file."""
+    """Encode frames (uint8 ``(rows, cols, 3)`` RGB each, even rows/cols; an array or any
+    iterable, so long videos need not fit in memory) as a video file, with an optional AAC
+    audio track ``(mono float samples, sample rate)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _, rows, cols, _ = frames.shape
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = cols, rows
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "18"}
+        video: Any = None
         for image in frames:
+            if video is None:
+                video = container.add_stream(codec, rate=fps)
+                video.height, video.width = image.shape[:2]
+                video.pix_fmt = "yuv420p"
+                defaults = {"preset": "ultrafast", "crf": "18"} if codec == "libx264" else {}
+                video.options = {**defaults, **(options or {})}
+                # every stream must exist before the first packet is written
+                sound = container.add_stream("aac", rate=audio[1], layout="mono") if audio else None
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            for packet in stream.encode(frame):
+            for packet in video.encode(frame):
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        if video is None:
+            raise ValueError("write_video needs at least one frame")
+        if audio is not None and sound is not None:
+            samples, rate = audio
+            for start in range(0, samples.size, 1024):
+                chunk = samples[np.newaxis, start : start + 1024].astype(np.float32)
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate = rate
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+        for stream in (video, sound):
+            if stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
     return path
 
 

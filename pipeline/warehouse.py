@@ -371,58 +371,47 @@ class Warehouse:
             )
 
     def upsert_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert or replace prediction rows keyed on (clip_id, model_version)."""
-        payload = [
-            {**row, "probabilities": json.dumps(row["probabilities"], sort_keys=True)}
-            for row in rows
-        ]
-        if not payload:
-            return 0
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO predictions (clip_id, model_version, predicted_label, confidence,"
-                    " probabilities, n_segments, scored_at, run_id, logical_date)"
-                    " VALUES (:clip_id, :model_version, :predicted_label, :confidence,"
-                    " :probabilities, :n_segments, :scored_at, :run_id, :logical_date)"
-                    " ON CONFLICT (clip_id, model_version) DO UPDATE SET"
-                    " predicted_label = excluded.predicted_label,"
-                    " confidence = excluded.confidence, probabilities = excluded.probabilities,"
-                    " n_segments = excluded.n_segments,"
-                    " scored_at = excluded.scored_at, run_id = excluded.run_id,"
-                    " logical_date = excluded.logical_date"
-                ),
-                [{"n_segments": 1, **row} for row in payload],
-            )
-        return len(payload)
+        """Insert or replace clip-level prediction rows keyed on (clip_id, model_version)."""
+        return self._upsert(
+            "predictions",
+            ("clip_id", "model_version"),
+            [{"n_segments": 1, **row} for row in rows],
+            (*_PREDICTION_COLUMNS, "n_segments"),
+        )
 
     def upsert_segment_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace per-segment rows keyed on (clip_id, segment_index, model_version)."""
+        return self._upsert(
+            "segment_predictions",
+            ("clip_id", "segment_index", "model_version"),
+            list(rows),
+            (*_PREDICTION_COLUMNS, "n_segments", "start_seconds", "end_seconds"),
+        )
+
+    def _upsert(
+        self,
+        table: str,
+        keys: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str],
+    ) -> int:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE`` (SQLite >= 3.24 and PostgreSQL alike);
+        ``probabilities`` dicts are stored as JSON text."""
+        if not rows:
+            return 0
+        names = [*keys, *(c for c in columns if c not in keys)]
         payload = [
             {**row, "probabilities": json.dumps(row["probabilities"], sort_keys=True)}
             for row in rows
         ]
-        if not payload:
-            return 0
+        updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
+        statement = (
+            f"INSERT INTO {table} ({', '.join(names)})"
+            f" VALUES ({', '.join(':' + c for c in names)})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO segment_predictions (clip_id, segment_index, model_version,"
-                    " n_segments, start_seconds, end_seconds, predicted_label, confidence,"
-                    " probabilities, scored_at, run_id, logical_date)"
-                    " VALUES (:clip_id, :segment_index, :model_version, :n_segments,"
-                    " :start_seconds, :end_seconds, :predicted_label, :confidence,"
-                    " :probabilities, :scored_at, :run_id, :logical_date)"
-                    " ON CONFLICT (clip_id, segment_index, model_version) DO UPDATE SET"
-                    " n_segments = excluded.n_segments, start_seconds = excluded.start_seconds,"
-                    " end_seconds = excluded.end_seconds,"
-                    " predicted_label = excluded.predicted_label,"
-                    " confidence = excluded.confidence, probabilities = excluded.probabilities,"
-                    " scored_at = excluded.scored_at, run_id = excluded.run_id,"
-                    " logical_date = excluded.logical_date"
-                ),
-                payload,
-            )
+            conn.execute(sa.text(statement), payload)
         return len(payload)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -431,6 +420,15 @@ class Warehouse:
             return [dict(r._mapping) for r in conn.execute(sa.text(sql), dict(params or {}))]
 
 
+_PREDICTION_COLUMNS = (
+    "model_version",
+    "predicted_label",
+    "confidence",
+    "probabilities",
+    "scored_at",
+    "run_id",
+    "logical_date",
+)
 _CLIP_COLUMNS = "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
 _MODEL_COLUMNS = (
     "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage,"

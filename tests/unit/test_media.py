@@ -15,7 +15,7 @@ from pipeline.media import (
     read_video_frames,
     sample_times,
 )
-from pipeline.synthetic import write_audio
+from pipeline.synthetic import write_audio, write_video
 from tests.conftest import DATASETS
 from tests.media_factory import corrupt_file, gray_ramp_video, tone, tone_file
 
@@ -160,17 +160,7 @@ def test_plan_segments_rounds_to_equal_lengths() -> None:
 def test_video_segments_sample_each_segment(tmp_path: Path, seek_gap: float) -> None:
     # 60 frames at 10 fps (6 s), frame i has gray level 4*i; keyframe every 10 frames.
     frames = np.stack([np.full((48, 64, 3), 4 * i, np.uint8) for i in range(60)])
-    path = tmp_path / "long.mp4"
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10, options={"g": "10", "crf": "10"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_video(tmp_path / "long.mp4", frames, 10, options={"g": "10", "crf": "10"})
     segments = plan_segments(6.0, 2.0)  # [0,2) [2,4) [4,6)
     got = list(iter_video_segments(str(path), segments, 2, 32, seek_gap_seconds=seek_gap))
     assert [seg.index for seg, _ in got] == [0, 1, 2]

@@ -52,28 +52,8 @@ def test_video_with_audio_track_gives_both_streams_on_the_same_segments(
     tmp_path: Path,
     make_settings,  # type: ignore[no-untyped-def]
 ) -> None:
-    import av
-
-    path = tmp_path / "talk.mp4"
     frames = np.stack([np.full((48, 64, 3), 8 * i, np.uint8) for i in range(40)])  # 4 s at 10 fps
-    samples = tone(4.0, 440)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream("aac", rate=16000, layout="mono")
-        for image in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for start in range(0, samples.size, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                samples[np.newaxis, start : start + 1024], format="fltp", layout="mono"
-            )
-            frame.sample_rate = 16000
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode():
-                container.mux(packet)
+    path = write_video(tmp_path / "talk.mp4", frames, 10, audio=(tone(4.0, 440), 16000))
     spec = SequenceSpec.from_settings(make_settings(segment_seconds=2.0, max_frames=64))
     items = list(iter_clip_images(str(path), "video", spec, None))
     by_stream = {s: [it for it in items if it.stream == s] for s in ("video", "audio")}
