@@ -23,7 +23,9 @@ from common import REPO, header, machine, save
 DATASET = REPO.parent / "shared" / "datasets" / "fsdd" / "recordings"
 
 
-def write_manifest(folder: Path) -> Path:
+def write_manifest(folder: Path, train_indices: int = 40) -> Path:
+    """A manifest of FSDD with its official split: file index 0-4 test, 5-9 validation, then
+    ``train_indices`` indices (10, 11, ...) of training recordings per speaker and digit."""
     recordings = sorted(
         (DATASET if DATASET.is_dir() else Path("/work/shared/datasets/fsdd/recordings")).glob(
             "*.wav"
@@ -35,7 +37,8 @@ def write_manifest(folder: Path) -> Path:
     for path in recordings:
         digit, _speaker, index = path.stem.split("_")
         split = "test" if int(index) <= 4 else "val" if int(index) <= 9 else "train"
-        lines.append(f"{path},{digit},{split}")
+        if int(index) < 10 + train_indices:
+            lines.append(f"{path},{digit},{split}")
     manifest = folder / "fsdd_official_split.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest

@@ -8,7 +8,7 @@ the other half, so a single-stream head tops out near 0.5 and only the fused hea
 A second corpus makes the soundtrack random (uninformative) with two picture classes: fusion
 then should neither help nor hurt.
 
-    .venv/bin/python bench/fusion.py [--image-size 48] [--clips-per-class 30]
+    .venv/bin/python bench/fusion.py [--image-size 48] [--clips-per-class 60]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--image-size", type=int, default=48)
-    parser.add_argument("--clips-per-class", type=int, default=30)
+    parser.add_argument("--clips-per-class", type=int, default=60)
     args = parser.parse_args()
     header("complementary streams: the class needs both picture and sound")
     complementary = run_corpus(

@@ -14,7 +14,12 @@ DOCS = REPO / "docs"
 
 
 def load() -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    for result in results.values():  # as typed from the repository root
+        command = result.get("command", "")
+        if not command.startswith(".venv/"):
+            result["command"] = f".venv/bin/python bench/{command}"
+    return results
 
 
 def verdict(ok: bool) -> str:
@@ -124,7 +129,8 @@ def main() -> None:
             " interleaved runs.",
             "",
             f"- time bfloat16 / float32 = **{r['time_ratio']:.3f}**: {verdict(r['time_ratio'] <= 0.6)}"
-            f" (seconds: {r['seconds']})",
+            f" (float32 {' / '.join(f'{s:.1f}' for s in r['seconds']['float32'])} s, bfloat16"
+            f" {' / '.join(f'{s:.1f}' for s in r['seconds']['bfloat16'])} s)",
             f"- cosine similarity per frame over {r['frames_compared']} frames: min"
             f" **{r['cosine_min']:.4f}**, mean {r['cosine_mean']:.5f}: {verdict(r['cosine_min'] >= 0.99)}",
             f"- FSDD ({r['fsdd_clips']} clips, {r['fsdd_image_size']} px) test accuracy: float32"
@@ -206,8 +212,9 @@ def main() -> None:
         lines += [
             "## 7. Training: cached-feature head vs the seed's end-to-end frozen model",
             "",
-            f"`{r['command']}`: the demo corpus ({r['clips']} clips, {r['frames']} frames) at"
-            f" {r['image_size']} px, {r['epochs']} epochs each.",
+            f"`{r['command']}`: FSDD digits with the official split ({r['clips']} clips,"
+            f" {r['frames']} spectrogram windows) at {r['image_size']} px, {r['epochs']} epochs"
+            " each, the same initial seed.",
             "",
             "| model | s per epoch | val accuracy per epoch | test accuracy |",
             "|---|---|---|---|",
@@ -215,7 +222,12 @@ def main() -> None:
             f"| end-to-end (frozen) | {e2e['epoch_seconds']:.2f} | {[round(a, 3) for a in e2e['val_accuracy']]} | {e2e['test_accuracy']:.3f} |",
             "",
             f"Epoch time ratio end-to-end / head = **{r['epoch_ratio']:.0f}x**. Time to"
-            f" {target['target']} validation accuracy: {reach}.",
+            f" {target['target']} validation accuracy: {reach}. All {r['epochs']} epochs: head"
+            f" {r['extract_seconds'] + r['epochs'] * head['epoch_seconds']:.0f} s including the"
+            f" extraction, end-to-end {r['epochs'] * e2e['epoch_seconds']:.0f} s"
+            f" (**{r['epochs'] * e2e['epoch_seconds'] / (r['extract_seconds'] + r['epochs'] * head['epoch_seconds']):.0f}x**);"
+            " the gap grows with every epoch. The two learning curves match: the frozen"
+            " end-to-end model computes what the head computes.",
             "",
         ]
     if (r := results.get("fusion")) is not None:
@@ -253,6 +265,40 @@ def main() -> None:
             f" training, {r['frames']} windows extracted in {r['extract_seconds']:.0f} s).",
             "",
             "![FSDD confusion matrix](fsdd_confusion_matrix.png)",
+            "",
+            "**Choosing the framing.** A sweep during development (same features code, the same"
+            " split, head seed 1337 unless noted; a research script, not part of `bench/`):",
+            "",
+            "| px | window s | hop s | mels | windows per clip | test accuracy |",
+            "|---|---|---|---|---|---|",
+            "| 64 | 0.24 | 0.08 | 64 | 3.1 | 0.967 / 0.957 / 0.987 (3 seeds, lr 0.001; mean 0.970) |",
+            "| 64 | 0.24 | 0.08 | 64 | 3.1 | 0.973 / 0.960 / 0.927 (3 seeds, lr 0.002) |",
+            "| 64 | 0.16 | 0.04 | 64 | 7.7 | 0.950 / 0.973 / 0.977 (3 seeds; 2.4x the CNN work) |",
+            "| 64 | 0.16 | 0.08 | 64 | 4.1 | 0.947 |",
+            "| 64 | 0.32 | 0.08 | 64 | 2.3 | 0.933 |",
+            "| 64 | 0.32 | 0.16 | 64 | 1.5 | 0.933 |",
+            "| 64 | 0.24 | 0.16 | 64 | 1.8 | 0.920 |",
+            "| 64 | 0.24 | 0.08 | 96 | 3.1 | 0.933 |",
+            "| 96 | 0.24 | 0.08 | 64 | 3.1 | 0.943 / 0.937 |",
+            "",
+            "An FSDD digit lasts 0.3-0.8 s (median 0.42 s). A 0.24 s window holds about a"
+            " syllable with its transitions, and a 0.08 s hop overlaps windows threefold, so a"
+            " typical word becomes about three images (onset, vowel, ending) and the LSTM gets a"
+            " real, if short, sequence. Longer windows or hops leave 1.5-2.3 windows per clip and"
+            " the model degenerates towards a single-image classifier (0.92-0.93); shorter"
+            " windows hold less context and cost more without gaining. The pipeline's defaults"
+            " (0.32 s / 0.16 s) stay tuned for general audio, where 10 s segments would otherwise"
+            " need 122 windows each.",
+            "",
+            "**What limits it.** (1) Random-init VGG-16 with global average pooling: the 512-d"
+            " vector says how much of each random texture a window holds but mostly not where, so"
+            " which formant (the frequency position) survives only through border effects; this"
+            " is also why 96 px did worse than 64 px. ImageNet weights, or pooling that keeps the"
+            " frequency axis, are the main levers. (2) Head seed variance of 3-6 points: the"
+            " 300-clip validation split makes the early-stopping epoch noisy. (3) Very short"
+            " sequences: 17% of clips give a single window. (4) 8 kHz recordings resampled to"
+            " 16 kHz leave the 13 mel bands above 4 kHz empty. Remaining errors cluster on"
+            " 3 -> 6/7/8, 0 -> 2/6 and 8 -> 6.",
             "",
         ]
     (DOCS / "benchmarks.md").write_text("\n".join(lines))
