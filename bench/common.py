@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -141,6 +142,26 @@ def write_tone_audio(path: Path, seconds: float, seed: int = 0) -> Path:
     freqs = list(rng.uniform(200, 2000, notes))
     samples = tone_sequence(freqs, [seconds / notes] * notes, 16000, rng)
     return write_audio(path, samples, 16000)
+
+
+def extraction_corpus(dest: Path, videos: int, audios: int) -> list[Path]:
+    """Copy the shared benchmark corpus into ``dest``: ``videos`` 10 s scenes, ``audios`` 5 s tones.
+
+    The media are generated once under the cache and reused by every benchmark, so side-by-side
+    figures from different scripts are measured on the same clips.
+    """
+    corpus = CACHE / "extraction_corpus"
+    originals = [
+        write_scene_video(corpus / f"scene_{i:02d}.mp4", 10.0, seed=i) for i in range(videos)
+    ]
+    originals += [
+        write_tone_audio(corpus / f"notes_{i:02d}.wav", 5.0, seed=i) for i in range(audios)
+    ]
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for original in originals:
+        copies.append(Path(shutil.copy(original, dest / original.name)))
+    return copies
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, int]:

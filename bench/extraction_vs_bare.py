@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import CACHE, header, machine, save, timer, write_scene_video, write_tone_audio
+from common import extraction_corpus, header, machine, save, timer
 
 
 def main() -> None:
@@ -36,15 +36,6 @@ def main() -> None:
     from pipeline.stages import run_extract, run_ingest
     from pipeline.tfenv import keras
 
-    corpus = CACHE / "extraction_corpus"
-    for i in range(args.videos):
-        write_scene_video(corpus / f"scene_{i:02d}.mp4", 10.0, seed=i)
-    for i in range(args.audios):
-        write_tone_audio(corpus / f"notes_{i:02d}.wav", 5.0, seed=i)
-    files = sorted(p for p in corpus.iterdir() if p.suffix in (".mp4", ".wav"))[
-        : args.videos + args.audios
-    ]
-
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     settings = load_settings(
         data_dir=str(work / "data"),
@@ -53,9 +44,7 @@ def main() -> None:
         cnn_precision=args.precision,
     )
     source = work / "in"
-    source.mkdir()
-    for f in files:
-        shutil.copy(f, source / f.name)
+    files = extraction_corpus(source, args.videos, args.audios)
     run_ingest(settings, str(source))
 
     header("pre-decoding the same frames for the bare baseline")

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import CACHE, header, machine, save, timer, write_scene_video
+from common import extraction_corpus, header, machine, save, timer
 
 
 def main() -> None:
@@ -34,13 +34,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-naive-"))
     source = work / "in"
-    source.mkdir()
-    videos = [
-        write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i)
-        for i in range(args.videos)
-    ]
-    for video in videos:
-        shutil.copy(video, source / video.name)
+    videos = extraction_corpus(source, args.videos, audios=0)
     settings = load_settings(
         data_dir=str(work / "data"),
         cnn_weights="none",

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import CACHE, REPO, header, machine, save, write_scene_video, write_tone_audio
+from common import REPO, extraction_corpus, header, machine, save
 
 
 def extract(settings, source: Path) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
@@ -51,17 +51,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
     source = work / "corpus" / "unlabelled"
-    source.mkdir(parents=True)
-    for i in range(args.videos):
-        shutil.copy(
-            write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i),
-            source,
-        )
-    for i in range(args.audios):
-        shutil.copy(
-            write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i),
-            source,
-        )
+    extraction_corpus(source, args.videos, args.audios)
 
     header(f"1-2. extraction time and feature similarity at {args.image_size} px")
     seconds, features = {}, {}

@@ -14,16 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import (
-    CACHE,
-    header,
-    machine,
-    run_cli,
-    save,
-    settings_env,
-    write_scene_video,
-    write_tone_audio,
-)
+from common import extraction_corpus, header, machine, run_cli, save, settings_env
 
 
 def main() -> None:
@@ -37,17 +28,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
     source = work / "in"
-    source.mkdir()
-    for i in range(args.videos):
-        shutil.copy(
-            write_scene_video(CACHE / "extraction_corpus" / f"scene_{i:02d}.mp4", 10.0, seed=i),
-            source,
-        )
-    for i in range(args.audios):
-        shutil.copy(
-            write_tone_audio(CACHE / "extraction_corpus" / f"notes_{i:02d}.wav", 5.0, seed=i),
-            source,
-        )
+    extraction_corpus(source, args.videos, args.audios)
     env = settings_env(work / "data", image_size=args.image_size)
 
     runs = []
