@@ -22,6 +22,21 @@ pytestmark = pytest.mark.slow
 WHEN = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 
 
+def _unlabelled_video(clip_id: str, uri: str) -> dict[str, object]:
+    """A media_files row for an ok, unlabelled video (features are written separately)."""
+    return {
+        "clip_id": clip_id,
+        "uri": uri,
+        "media_uri": uri,
+        "modality": "video",
+        "label": None,
+        "split": "train",
+        "status": "ok",
+        "error": None,
+        "size_bytes": 1,
+    }
+
+
 def test_scoring_without_a_production_model_says_what_to_do(settings: Settings) -> None:
     with pytest.raises(NoProductionModelError, match="stpipe train"):
         run_score(settings, run_id="r", logical_date=WHEN)
@@ -58,19 +73,7 @@ def test_clips_without_features_are_counted_not_scored(settings: Settings) -> No
     store = FeatureStore.from_settings(settings)
     temporal_corpus(warehouse, store, per_class=20)
     run_train(settings, TrainParams(epochs=2))
-    warehouse.add_clip(
-        {
-            "clip_id": "f" * 64,
-            "uri": "/x.mp4",
-            "media_uri": "/x.mp4",
-            "modality": "video",
-            "label": None,
-            "split": "train",
-            "status": "ok",
-            "error": None,
-            "size_bytes": 1,
-        }
-    )
+    warehouse.add_clip(_unlabelled_video("f" * 64, "/x.mp4"))
     summary = run_score(settings, run_id="r", logical_date=WHEN)
     assert summary.missing_features == 1 and summary.scored == 40
 
@@ -107,19 +110,7 @@ def test_long_clips_get_segment_rows_and_an_averaged_clip_row(settings: Settings
     run_train(settings, TrainParams(epochs=5))
     rng = np.random.default_rng(5)
     clip_id = "e" * 64
-    warehouse.add_clip(
-        {
-            "clip_id": clip_id,
-            "uri": "/hour.mp4",
-            "media_uri": "/hour.mp4",
-            "modality": "video",
-            "label": None,
-            "split": "train",
-            "status": "ok",
-            "error": None,
-            "size_bytes": 1,
-        }
-    )
+    warehouse.add_clip(_unlabelled_video(clip_id, "/hour.mp4"))
     store.write_part(
         [
             SegmentFeatures(
