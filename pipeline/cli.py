@@ -23,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
@@ -103,18 +104,20 @@ def _settings() -> Settings:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(Text.assemble(("error: ", "bold red"), str(exc)))
     raise typer.Exit(code=1)
 
 
 def _show(title: str, summary: dict[str, Any]) -> None:
+    """A stage's summary as a two-column table. Values are shown as plain text: file names and
+    error messages may contain anything, including what rich would read as markup."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in summary.items():
         if isinstance(value, list) and len(value) > 6:
             value = ", ".join(map(str, value[:6])) + f", ... ({len(value)} in all)"
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))
     out.print(table)
 
 
@@ -369,34 +372,45 @@ def models_promote(
         bool,
         typer.Option("--check/--force", help="Run the promotion gate first (default) or not."),
     ] = True,
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score/--no-score",
+            help="Then score every clip the new production model has no prediction for "
+            "(default), so the analyst views answer with it at once.",
+        ),
+    ] = True,
 ) -> None:
     """Put a version in production (the current one is archived)."""
-    from pipeline.registry import get_model, promotion_gate
-    from pipeline.warehouse import Warehouse
+    from pipeline.stages import run_gate, run_promote
 
     settings = _settings()
-    with Warehouse.connect(settings.warehouse) as warehouse:
-        try:
-            record = get_model(warehouse, version)
-            if check:
-                decision = promotion_gate(
-                    record, warehouse, settings.features_root, margin=settings.promotion_margin
+    try:
+        if check:
+            decision = run_gate(settings, version)
+            _show("promotion gate", decision.as_dict())
+            if not decision.promote:
+                _fail(
+                    PipelineError(f"{version} did not pass the gate; use --force to promote anyway")
                 )
-                _show("promotion gate", decision.as_dict())
-                if not decision.promote:
-                    _fail(
-                        PipelineError(
-                            f"{version} did not pass the gate; use --force to promote anyway"
-                        )
-                    )
-            warehouse.promote_model(version)
-        except PipelineError as exc:
-            _fail(exc)
+        run_promote(settings, version)
+    except PipelineError as exc:
+        _fail(exc)
     out.print(f"{version} is now in production")
+    if score:
+        _score_production(settings, "promote")
 
 
 @models_app.command("rollback")
-def models_rollback() -> None:
+def models_rollback(
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score/--no-score",
+            help="Then score every clip the restored model has no prediction for (default).",
+        ),
+    ] = True,
+) -> None:
     """Put the previously promoted version back into production."""
     from pipeline.registry import rollback
     from pipeline.warehouse import Warehouse
@@ -408,6 +422,25 @@ def models_rollback() -> None:
         except PipelineError as exc:
             _fail(exc)
     out.print(f"{target.model_version} is back in production")
+    if score:
+        _score_production(settings, "rollback")
+
+
+def _score_production(settings: Settings, why: str) -> None:
+    """Fill in the production model's predictions after the production alias moved."""
+    from pipeline.stages import run_score
+
+    now = datetime.now(UTC)
+    try:
+        summary = run_score(
+            settings,
+            run_id=f"cli-{why}-{now:%Y%m%dT%H%M%SZ}",
+            logical_date=now,
+            progress=RichProgress(),
+        )
+    except PipelineError as exc:
+        _fail(exc)
+    _show("score", summary.as_dict())
 
 
 def _num(value: Any) -> str:
@@ -458,8 +491,8 @@ def show_settings() -> None:
     table.add_column("name", style="bold")
     table.add_column("value")
     for name, value in settings.model_dump().items():
-        table.add_row(name, str(value))
-    table.add_row("warehouse (resolved)", settings.warehouse)
+        table.add_row(name, Text(str(value)))
+    table.add_row("warehouse (resolved)", Text(settings.warehouse))
     table.add_row("settings_hash", settings.settings_hash)
     out.print(table)
 
@@ -500,15 +533,69 @@ def demo(
         _fail(exc)
 
 
+warehouse_app = typer.Typer(help="Warehouse administration (PostgreSQL).", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+
+
+@warehouse_app.command("roles")
+def warehouse_roles(
+    admin_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PIPELINE_WAREHOUSE_ADMIN_URL",
+            help="Connect as this (a superuser, e.g. postgres) to create the roles. Default: "
+            "PIPELINE_WAREHOUSE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Create or update the PostgreSQL roles stpipe_writer (the pipeline) and stpipe_analyst
+    (SELECT on every table and view, nothing else). Idempotent: run it again after upgrades.
+
+    Passwords come from PIPELINE_WAREHOUSE_WRITER_PASSWORD and
+    PIPELINE_WAREHOUSE_ANALYST_PASSWORD; then point PIPELINE_WAREHOUSE_URL at stpipe_writer.
+    """
+    from pipeline.warehouse import Warehouse
+
+    settings = _settings()
+    try:
+        with Warehouse.connect(admin_url or settings.warehouse) as warehouse:
+            statements = warehouse.ensure_roles(
+                os.environ.get("PIPELINE_WAREHOUSE_WRITER_PASSWORD", ""),
+                os.environ.get("PIPELINE_WAREHOUSE_ANALYST_PASSWORD", ""),
+            )
+    except PipelineError as exc:
+        _fail(exc)
+    for statement in statements:
+        console.print(Text(statement, style="dim"))
+    out.print("roles stpipe_writer and stpipe_analyst are set up")
+
+
 def main() -> None:
     try:
-        app()
+        _run_app()
     except SystemExit as exc:
         if "pipeline.tfenv" in sys.modules:  # let the exit guard keep this status
             from pipeline.tfenv import record_exit_code
 
             record_exit_code(exc.code if isinstance(exc.code, int) else 1)
         raise
+
+
+def _run_app() -> None:
+    """The app, with infrastructure failures reported as one clear line (exit 1) wherever they
+    surface, instead of a traceback."""
+    from pipeline.errors import infrastructure_problem
+
+    try:
+        app()
+    except Exception as exc:
+        problem = infrastructure_problem(exc)
+        if problem is None:
+            raise
+        log.debug("infrastructure failure", exc_info=exc)
+        console.print(Text.assemble(("error: ", "bold red"), problem))
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":

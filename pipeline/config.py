@@ -84,6 +84,25 @@ class Settings(BaseSettings):
     )
     extract_max_shards: int = Field(8, description="Most parallel feature_extraction tasks.")
     seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
+    ingest_workers: int = Field(2, description="Files hashed and probed at once by ingest.")
+    # Cost limits per media file (see pipeline/limits.py): over one, a file is quarantined.
+    max_file_bytes: int = Field(4 * 1024**3, description="Largest media file accepted, bytes.")
+    max_duration_seconds: float = Field(4 * 3600.0, description="Longest clip accepted, seconds.")
+    max_frame_pixels: int = Field(
+        4096 * 2160, description="Most pixels per video frame (width x height)."
+    )
+    max_fps: float = Field(240.0, description="Highest video frame rate accepted.")
+    min_sample_rate: int = Field(4000, description="Lowest audio sample rate accepted, Hz.")
+    max_sample_rate: int = Field(192_000, description="Highest audio sample rate accepted, Hz.")
+    min_bytes_per_second: float = Field(
+        16.0, description="Fewer bytes per second of claimed duration = implausible header."
+    )
+    max_streams: int = Field(16, description="Most streams (tracks) in one media file.")
+    max_segments_per_clip: int = Field(1440, description="Most segments one clip may become.")
+    claim_lease_seconds: float = Field(
+        60.0,
+        description="A worker's claim on a clip lapses this long after its last heartbeat.",
+    )
     promotion_margin: float = Field(
         0.0, description="Macro-F1 a new model must gain over production to be promoted."
     )
@@ -124,6 +143,12 @@ class Settings(BaseSettings):
         "decode_workers",
         "extract_clips_per_shard",
         "extract_max_shards",
+        "ingest_workers",
+        "max_file_bytes",
+        "max_frame_pixels",
+        "min_sample_rate",
+        "max_streams",
+        "max_segments_per_clip",
     )
     @classmethod
     def _check_positive(cls, value: int) -> int:
@@ -141,6 +166,13 @@ class Settings(BaseSettings):
             raise ValueError("an audio window must hold at least two spectrogram hops")
         if self.segment_seconds < self.audio_window_seconds:
             raise ValueError("PIPELINE_SEGMENT_SECONDS must be at least one audio window long")
+        if self.max_sample_rate < self.min_sample_rate:
+            raise ValueError("need PIPELINE_MIN_SAMPLE_RATE <= PIPELINE_MAX_SAMPLE_RATE")
+        for name in ("max_duration_seconds", "max_fps", "claim_lease_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PIPELINE_{name.upper()} must be positive")
+        if self.min_bytes_per_second < 0:
+            raise ValueError("PIPELINE_MIN_BYTES_PER_SECOND must be >= 0")
         return self
 
     # Resolved locations -------------------------------------------------------------------
@@ -157,6 +189,14 @@ class Settings(BaseSettings):
     @property
     def quarantine_root(self) -> str:
         return join_uri(self.data_dir, "quarantine")
+
+    @property
+    def staging_root(self) -> str:
+        """Local folder where ingest copies a file while hashing it, before moving the copy to
+        the media store or the quarantine (on the same file system when the data dir is local)."""
+        if "://" in self.data_dir:
+            return str(Path(tempfile.gettempdir(), "stpipe-staging"))
+        return str(Path(self.data_dir, ".staging"))
 
     @property
     def features_root(self) -> str:

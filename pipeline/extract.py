@@ -5,13 +5,18 @@ Work is never repeated:
 * a clip whose features are in the store for the current settings hash is skipped, without
   decoding anything or importing TensorFlow;
 * a stream (video frames / audio windows) whose features exist in another feature folder with
-  the same stream settings hash is copied from there, not recomputed.
+  the same stream settings hash is copied from there, not recomputed;
+* a clip another run is extracting at the same moment (it holds the clip's claim, see
+  :mod:`pipeline.claims`) is left to it: this run waits until the clip is committed, or takes
+  the claim over if that run dies, so both end with every clip's features cached exactly once.
 
 What is left is decoded by worker threads (PyAV and librosa release the GIL), segment by
 segment, into a bounded queue, while the main thread runs the CNN over batches that mix frames of
 many clips; memory stays flat however long a clip is. Finished clips are written in parts of about
-``part_frames`` frames. A clip that fails to decode is quarantined with the reason and the rest
-go on.
+``part_frames`` frames. Each clip is decoded inside its own boundary: a clip that fails to decode,
+is over a cost limit, yields non-finite features, or raises anything unexpected is quarantined
+with the reason, and the rest go on. Only infrastructure failures (disk full, out of memory, the
+warehouse gone) stop the run.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import MediaError
+from pipeline.claims import ClaimAll, Claims
+from pipeline.errors import MediaError, describe, infrastructure_problem
 from pipeline.feature_store import FeatureStore, SegmentFeatures, empty_features
+from pipeline.limits import MediaLimits
 from pipeline.progress import NullProgress, Progress
 from pipeline.sequences import SegmentImages, SequenceSpec, iter_clip_images
 from pipeline.warehouse import ClipRecord
@@ -45,6 +52,7 @@ class ExtractSummary:
     shard: str = "1/1"
     clips: int = 0  # ok clips in this shard
     cached: int = 0  # already had features: skipped
+    by_other_runs: int = 0  # extracted by another run at the same time
     extracted: int = 0  # clips written this run
     reused_streams: int = 0  # clip streams copied from another settings folder
     quarantined: int = 0
@@ -65,6 +73,7 @@ def combine_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in (
         "clips",
         "cached",
+        "by_other_runs",
         "extracted",
         "reused_streams",
         "quarantined",
@@ -142,11 +151,14 @@ def extract_features(
     make_embedder: Callable[[], FrameEmbedder],
     *,
     quarantine: Callable[[str, str], None],
+    claims: Claims | None = None,
+    limits: MediaLimits | None = None,
     reuse_from: dict[str, list[FeatureStore]] | None = None,
     decode_workers: int = 2,
     part_frames: int = 1024,
     progress: Progress | None = None,
     shard: str = "1/1",
+    poll_seconds: float = 2.0,
 ) -> ExtractSummary:
     """Extract and store features for every clip in ``clips`` not yet in ``store``.
 
@@ -155,19 +167,22 @@ def extract_features(
         store: feature store of the current settings hash.
         spec: how clips become image sequences.
         make_embedder: builds the VGG-16 embedder; called only if some stream must be computed.
-        quarantine: called with (clip_id, reason) for a clip that fails to decode.
+        quarantine: called with (clip_id, reason) for a clip that fails.
+        claims: coordination with runs at the same time (default: none).
+        limits: per-file cost limits (default ones if None).
         reuse_from: per stream, feature stores whose features for that stream were made with
             the current settings (copied instead of recomputed).
         decode_workers: decoding threads.
         part_frames: frames (of finished clips) written together as one store part.
         shard: label of this shard for the summary, e.g. ``"2/4"``.
+        poll_seconds: how often to look whether clips claimed by another run are done.
     """
-    progress = progress or NullProgress()
+    claims = claims or ClaimAll()
     summary = ExtractSummary(settings_hash=store.settings_hash, shard=shard, clips=len(clips))
     done = store.clip_ids()
-    pending = [c for c in clips if c.clip_id not in done]
-    summary.cached = len(clips) - len(pending)
-    if not pending:
+    waiting = [c for c in clips if c.clip_id not in done]
+    summary.cached = len(clips) - len(waiting)
+    if not waiting:
         log.info(
             "extract %s: all %d clips already have features (%s)",
             shard,
@@ -176,31 +191,47 @@ def extract_features(
         )
         return summary
 
-    works = _plan(pending, spec, reuse_from or {}, summary)
+    embedder: list[FrameEmbedder] = []
+
+    def embedder_once() -> FrameEmbedder:
+        if not embedder:
+            setup_started = time.perf_counter()
+            embedder.append(make_embedder())
+            summary.setup_seconds = round(time.perf_counter() - setup_started, 3)
+        return embedder[0]
+
     started = time.perf_counter()
-    writer = _PartWriter(store, spec, part_frames, summary)
-    for work in works:
-        if not work.compute:  # everything copied from other settings folders
-            writer.add(work)
-    to_compute = [w for w in works if w.compute]
-    if to_compute:
-        setup_started = time.perf_counter()
-        embedder = make_embedder()
-        summary.setup_seconds = round(time.perf_counter() - setup_started, 3)
-        started = time.perf_counter()
-        progress.start(f"extract {shard}", len(to_compute), "clips")
-        _run_pipeline(
-            to_compute, spec, embedder, writer, quarantine, decode_workers, progress, summary
-        )
-        progress.finish()
-    writer.flush()
-    summary.seconds = round(time.perf_counter() - started, 3)
+    writer = _PartWriter(store, spec, part_frames, summary, quarantine)
+    engine = _Engine(
+        spec, embedder_once, writer, quarantine, limits or MediaLimits(), decode_workers, progress
+    )
+    first = True
+    while waiting:
+        if not first:
+            time.sleep(poll_seconds)
+        mine = claims.claim([c.clip_id for c in waiting])
+        done = store.clip_ids()  # again: a run that just finished may have released its claims
+        todo = [c for c in waiting if c.clip_id in mine and c.clip_id not in done]
+        summary.by_other_runs += sum(c.clip_id in mine and c.clip_id in done for c in waiting)
+        try:
+            engine.run(_plan(todo, spec, reuse_from or {}, summary), shard)
+        finally:
+            claims.release(mine)
+        waiting = [c for c in waiting if c.clip_id not in mine]
+        if waiting and first:
+            log.info(
+                "extract %s: %d clips are being extracted by another run; waiting for them",
+                shard,
+                len(waiting),
+            )
+        first = False
+    summary.seconds = round(time.perf_counter() - started - summary.setup_seconds, 3)
     summary.frames_per_second = (
-        round(summary.frames / summary.seconds, 2) if summary.seconds else 0.0
+        round(summary.frames / summary.seconds, 2) if summary.seconds > 0 else 0.0
     )
     log.info(
         "extract %s: %d clips (%d segments), %d CNN frames in %.1f s (%.1f frames/s; set-up "
-        "%.1f s); %d cached, %d streams reused, %d quarantined",
+        "%.1f s); %d cached, %d by other runs, %d streams reused, %d quarantined",
         shard,
         summary.extracted,
         summary.segments,
@@ -209,6 +240,7 @@ def extract_features(
         summary.frames_per_second,
         summary.setup_seconds,
         summary.cached,
+        summary.by_other_runs,
         summary.reused_streams,
         summary.quarantined,
     )
@@ -244,20 +276,37 @@ def _plan(
 
 
 class _PartWriter:
-    """Collects finished clips and writes them as parts of about ``part_frames`` frames."""
+    """Collects finished clips and writes them as parts of about ``part_frames`` frames.
+
+    A clip whose features are not all finite is quarantined instead of written (one bad clip
+    must not make its whole part unwritable)."""
 
     def __init__(
-        self, store: FeatureStore, spec: SequenceSpec, part_frames: int, summary: ExtractSummary
+        self,
+        store: FeatureStore,
+        spec: SequenceSpec,
+        part_frames: int,
+        summary: ExtractSummary,
+        quarantine: Callable[[str, str], None],
     ) -> None:
         self.store = store
         self.spec = spec
         self.part_frames = part_frames
         self.summary = summary
+        self.quarantine = quarantine
         self.rows: list[SegmentFeatures] = []
         self.frames = 0
 
     def add(self, work: _ClipWork) -> None:
         rows = work.finish(self.spec.streams_for(work.clip.modality or ""))
+        if not all(np.isfinite(a).all() for row in rows for a in row.streams.values()):
+            reason = "its VGG-16 features are not finite (NaN or inf)"
+            log.warning(
+                "quarantined clip %s (%s): %s", work.clip.clip_id[:12], work.clip.uri, reason
+            )
+            self.quarantine(work.clip.clip_id, reason)
+            self.summary.quarantined += 1
+            return
         self.rows.extend(rows)
         self.frames += sum(r.frames for r in rows)
         self.summary.extracted += 1
@@ -269,6 +318,51 @@ class _PartWriter:
         if self.rows:
             self.summary.parts.append(self.store.write_part(self.rows))
             self.rows, self.frames = [], 0
+
+
+class _Engine:
+    """Extracts batches of planned clips: copied-only clips straight to the writer, the rest
+    through the decode-and-embed pipeline; every batch ends with its parts committed."""
+
+    def __init__(
+        self,
+        spec: SequenceSpec,
+        embedder: Callable[[], FrameEmbedder],
+        writer: _PartWriter,
+        quarantine: Callable[[str, str], None],
+        limits: MediaLimits,
+        decode_workers: int,
+        progress: Progress | None,
+    ) -> None:
+        self.spec = spec
+        self.embedder = embedder
+        self.writer = writer
+        self.quarantine = quarantine
+        self.limits = limits
+        self.decode_workers = decode_workers
+        self.progress = progress or NullProgress()
+
+    def run(self, works: list[_ClipWork], shard: str) -> None:
+        for work in works:
+            if not work.compute:  # everything copied from other settings folders
+                self.writer.add(work)
+        to_compute = [w for w in works if w.compute]
+        if to_compute:
+            embedder = self.embedder()
+            self.progress.start(f"extract {shard}", len(to_compute), "clips")
+            _run_pipeline(
+                to_compute,
+                self.spec,
+                embedder,
+                self.writer,
+                self.quarantine,
+                self.limits,
+                self.decode_workers,
+                self.progress,
+                self.writer.summary,
+            )
+            self.progress.finish()
+        self.writer.flush()
 
 
 @dataclass
@@ -350,11 +444,15 @@ def _run_pipeline(
     embedder: FrameEmbedder,
     writer: _PartWriter,
     quarantine: Callable[[str, str], None],
+    limits: MediaLimits,
     decode_workers: int,
     progress: Progress,
     summary: ExtractSummary,
 ) -> None:
-    """Decode in threads into a bounded queue; embed in mixed batches here; write finished clips."""
+    """Decode in threads into a bounded queue; embed in mixed batches here; write finished clips.
+
+    Each clip is decoded inside its own boundary: any exception but an infrastructure failure
+    fails that clip only (it is quarantined with the exception's type and message)."""
     items: queue.Queue[tuple[str, _ClipWork | None, Any]] = queue.Queue(maxsize=4 * decode_workers)
     jobs = iter(works)
     jobs_lock = threading.Lock()
@@ -376,13 +474,16 @@ def _run_pipeline(
                         spec,
                         work.clip.duration_seconds,
                         streams=work.compute,
+                        limits=limits,
                     ):
                         items.put(("item", work, item))
                         if stop.is_set():
                             return
                     items.put(("decoded", work, None))
-                except MediaError as exc:
-                    items.put(("failed", work, str(exc)))
+                except Exception as exc:
+                    if infrastructure_problem(exc):
+                        raise
+                    items.put(("failed", work, describe(exc)))
         except BaseException as exc:  # a bug: hand it to the main thread, which re-raises
             items.put(("crashed", None, exc))
         finally:

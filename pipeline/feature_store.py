@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, describe
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,18 @@ class FeatureStore:
                     raise StoreError(f"clip {seg.clip_id}: {name} features contain NaN or inf")
         ids = sorted({s.clip_id for s in segments})
         name = "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-        self._write_tfrecord(join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), segments)
-        with storage.atomic_write(join_uri(self.parquet_dir, f"{name}.parquet")) as tmp:
-            pq.write_table(self._to_table(segments), tmp, compression="zstd")
+        try:
+            self._write_tfrecord(join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), segments)
+            with storage.atomic_write(join_uri(self.parquet_dir, f"{name}.parquet")) as tmp:
+                pq.write_table(self._to_table(segments), tmp, compression="zstd")
+        except Exception as exc:
+            # Nothing of this part is visible: each file is renamed into place only when
+            # complete, and a TFRecord without its Parquet twin is ignored.
+            raise StoreError(
+                f"cannot write feature part {name} of {self.folder} ({describe(exc)}); free "
+                "disk space or raise the quota / file-size limit, then re-run `stpipe extract` "
+                "(no half-written part is visible)"
+            ) from exc
         return name
 
     def _to_table(self, segments: Sequence[SegmentFeatures]) -> pa.Table:

@@ -19,13 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.errors import MediaError
+from pipeline.errors import LimitError, MediaError
+from pipeline.limits import MediaLimits
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 
 _ATTACHED_PIC = int(getattr(getattr(av.stream, "Disposition", None), "attached_pic", 1024))
 
@@ -49,17 +46,29 @@ class MediaInfo:
 
 
 @contextlib.contextmanager
-def open_container(uri: str) -> Iterator[Any]:
-    """Open a media file (local path or object-store URI) for reading, as a PyAV container."""
+def open_container(
+    uri: str, *, max_frame_pixels: int | None = None, name: str | None = None
+) -> Iterator[Any]:
+    """Open a media file (local path or object-store URI) for reading, as a PyAV container.
+
+    ``max_frame_pixels`` is passed to FFmpeg's decoders (``max_pixels``), so probing a file
+    that claims huge frames does not allocate them. ``name`` is how errors refer to the file
+    (default: ``uri``).
+    """
+    options = {"max_pixels": str(max_frame_pixels)} if max_frame_pixels else {}
+    shown = name or storage.printable(uri)
     try:
         if storage.is_remote(uri):
-            with storage.open_read(uri) as handle, av.open(handle, mode="r") as container:
+            with (
+                storage.open_read(uri) as handle,
+                av.open(handle, mode="r", options=options) as container,
+            ):
                 yield container
         else:
-            with av.open(storage.local_path(uri), mode="r") as container:
+            with av.open(storage.local_path(uri), mode="r", options=options) as container:
                 yield container
     except (av.FFmpegError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise MediaError(f"cannot decode {uri}: {_describe(exc)}") from exc
+        raise MediaError(f"cannot decode {shown}: {_describe(exc)}") from exc
 
 
 def _video_stream(container: Any) -> Any | None:
@@ -69,50 +78,114 @@ def _video_stream(container: Any) -> Any | None:
     return None
 
 
-def probe_media(uri: str) -> MediaInfo:
-    """Read a file's streams and decode its first frame, so a file that probes is decodable.
+def probe_media(
+    uri: str,
+    limits: MediaLimits | None = None,
+    *,
+    size_bytes: int | None = None,
+    name: str | None = None,
+) -> MediaInfo:
+    """Read a file's streams, check what they claim against ``limits``, then decode the first
+    frame, so a file that probes is decodable and affordable.
+
+    The checks (stream count, frame size, frame rate, sample rate, duration, and duration
+    backed by ``size_bytes``) run on the container's headers before any frame is decoded. A
+    duration the headers do not record is measured from packet timestamps (no decoding).
 
     Raises:
+        LimitError: a claim is over a limit (the message names the setting).
         MediaError: the file is not media, has no video/audio stream, or does not decode.
     """
-    with open_container(uri) as container:
+    limits = limits or MediaLimits()
+    shown = name or storage.printable(uri)
+    with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
+        limits.check_streams(len(container.streams))
         fmt = container.format.name
         container_duration = container.duration / av.time_base if container.duration else None
         video = _video_stream(container)
+        stream = video if video is not None else next(iter(container.streams.audio), None)
+        if stream is None:
+            raise MediaError(f"{shown} has neither a video nor an audio stream")
+        context = stream.codec_context
         if video is not None:
-            duration = _stream_duration(video) or container_duration
-            rate = video.average_rate or video.guessed_rate
-            _first_frame(container, video, uri)
-            return MediaInfo(
-                modality="video",
-                container_format=fmt,
-                codec=video.codec_context.name,
-                duration_seconds=duration,
-                fps=float(rate) if rate else None,
-                width=video.codec_context.width,
-                height=video.codec_context.height,
-            )
-        if container.streams.audio:
-            audio = container.streams.audio[0]
-            _first_frame(container, audio, uri)
-            return MediaInfo(
-                modality="audio",
-                container_format=fmt,
-                codec=audio.codec_context.name,
-                duration_seconds=_stream_duration(audio) or container_duration,
-                sample_rate=audio.codec_context.sample_rate,
-                channels=audio.codec_context.channels,
-            )
-    raise MediaError(f"{uri} has neither a video nor an audio stream")
+            limits.check_frame_size(context.width, context.height)
+            rate = video.average_rate
+            limits.check_fps(float(rate) if rate else None)
+            rate = rate or video.guessed_rate
+        else:
+            limits.check_sample_rate(context.sample_rate)
+        duration = _stream_duration(stream) or container_duration
+        if duration is None or duration <= 0:
+            duration = None
+        limits.check_duration(duration, size_bytes)
+        _first_frame(container, stream, shown, limits)
+        info = MediaInfo(
+            modality="video" if video is not None else "audio",
+            container_format=fmt,
+            codec=context.name,
+            duration_seconds=duration,
+            fps=float(rate) if video is not None and rate else None,
+            width=context.width if video is not None else None,
+            height=context.height if video is not None else None,
+            sample_rate=None if video is not None else context.sample_rate,
+            channels=None if video is not None else context.channels,
+        )
+    if info.duration_seconds is None:  # the headers do not say: measure it from the packets
+        measured = demuxed_duration(uri, info.modality, limits, name=shown)
+        limits.check_duration(measured, size_bytes)
+        info = MediaInfo(**{**info.as_row(), "duration_seconds": measured})
+    return info
 
 
-def _first_frame(container: Any, stream: Any, uri: str) -> None:
+def _first_frame(container: Any, stream: Any, name: str, limits: MediaLimits) -> None:
     try:
-        for _frame in container.decode(stream):
+        for frame in container.decode(stream):
+            if stream.type == "video":
+                limits.check_frame_size(frame.width, frame.height)
             return
     except av.FFmpegError as exc:
-        raise MediaError(f"cannot decode {uri}: {_describe(exc)}") from exc
-    raise MediaError(f"{uri}: the {stream.type} stream holds no decodable frame")
+        raise MediaError(f"cannot decode {name}: {_describe(exc)}") from exc
+    raise MediaError(f"{name}: the {stream.type} stream holds no decodable frame")
+
+
+def demuxed_duration(
+    uri: str, modality: str, limits: MediaLimits | None = None, *, name: str | None = None
+) -> float:
+    """Duration in seconds from the timestamps of the main stream's packets (read, not
+    decoded), for containers whose headers record none. Reading stops once it is past the
+    duration limit.
+
+    Raises:
+        LimitError: the packets run past ``limits.max_duration_seconds``.
+        MediaError: no such stream, or no packet has a timestamp.
+    """
+    limits = limits or MediaLimits()
+    shown = name or storage.printable(uri)
+    with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
+        stream = _video_stream(container) if modality == "video" else None
+        if stream is None and modality == "audio" and container.streams.audio:
+            stream = container.streams.audio[0]
+        if stream is None:
+            raise MediaError(f"{shown} has no {modality} stream")
+        rate = stream.average_rate if modality == "video" else None
+        step = 1.0 / float(rate) if rate else 0.0  # for packets that carry no duration
+        origin: float | None = None
+        end = 0.0
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                start = float(packet.pts * packet.time_base)
+                origin = start if origin is None else min(origin, start)
+                length = float(packet.duration * packet.time_base) if packet.duration else step
+                end = max(end, start + length)
+                if end - origin > limits.max_duration_seconds:
+                    limits.check_duration(end - origin, None)
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot read {shown}: {_describe(exc)}") from exc
+    if origin is None:
+        raise MediaError(f"{shown}: the {modality} stream has no timestamps to measure")
+    return end - origin
 
 
 def _stream_duration(stream: Any) -> float | None:
@@ -156,11 +229,13 @@ def sample_times(duration_seconds: float, n_frames: int) -> npt.NDArray[np.float
     return (np.arange(n_frames) + 0.5) * (max(duration_seconds, 0.0) / n_frames)
 
 
-def video_duration(uri: str, probed_seconds: float | None) -> float:
-    """The probed duration, or (for containers that record none) the decoded one."""
+def media_duration(
+    uri: str, modality: str, probed_seconds: float | None, limits: MediaLimits | None = None
+) -> float:
+    """The probed duration, or (when unknown) the one the main stream's packets span."""
     if probed_seconds is not None and probed_seconds > 0:
         return probed_seconds
-    return _decoded_duration(uri)
+    return demuxed_duration(uri, modality, limits)
 
 
 def iter_video_segments(
@@ -170,6 +245,7 @@ def iter_video_segments(
     image_size: int,
     *,
     seek_gap_seconds: float = 5.0,
+    limits: MediaLimits | None = None,
 ) -> Iterator[tuple[Segment, npt.NDArray[np.uint8]]]:
     """Decode ``n_frames`` frames per segment, sampled at the centres of equal slices of it.
 
@@ -183,16 +259,22 @@ def iter_video_segments(
     Yields:
         ``(segment, frames)``; frames are uint8 ``(n_frames, image_size, image_size, 3)`` RGB.
 
+    Decoding stops with a :class:`LimitError` once it has produced more frames than the
+    frame-rate limit allows for the segments' span (timestamps that never advance, an absurd
+    rate) or meets a frame larger than the frame-size limit (a resolution switch mid-stream).
+
     Raises:
-        MediaError: no video stream, or it does not decode.
+        MediaError: no video stream, or it does not decode, or a limit is exceeded.
     """
+    limits = limits or MediaLimits()
+    budget = limits.frame_budget(segments[-1].end if segments else 0.0)
     targets = [
         (segment, segment.start + t)
         for segment in segments
         for t in sample_times(segment.seconds, n_frames)
     ]
     picked: list[npt.NDArray[np.uint8]] = []
-    with open_container(uri) as container:
+    with open_container(uri, max_frame_pixels=limits.max_frame_pixels) as container:
         stream = _video_stream(container)
         if stream is None:
             raise MediaError(f"{uri} has no video stream")
@@ -212,6 +294,13 @@ def iter_video_segments(
                     break
                 t = (frame.time - origin) if frame.time is not None else index / 25.0
                 index += 1
+                if index > budget:
+                    raise LimitError(
+                        f"{uri}: decoded {index:,} frames for {segments[-1].end:.1f} s of video "
+                        "(timestamps that do not advance, or an absurd frame rate)",
+                        "PIPELINE_MAX_FPS",
+                    )
+                limits.check_frame_size(frame.width, frame.height)
                 while k < len(targets) and targets[k][1] < t:
                     if previous is None:  # a sample time before the first frame's timestamp
                         previous, previous_rgb = frame, None
@@ -253,7 +342,7 @@ def read_video_frames(
 ) -> npt.NDArray[np.uint8]:
     """``n_frames`` frames sampled uniformly over a whole video (one segment), uint8
     ``(n_frames, image_size, image_size, 3)`` RGB."""
-    duration = video_duration(uri, duration_seconds)
+    duration = media_duration(uri, "video", duration_seconds)
     [(_, frames)] = iter_video_segments(
         uri, plan_segments(duration, duration or 1.0), n_frames, image_size
     )
@@ -263,23 +352,6 @@ def read_video_frames(
 def _to_rgb(frame: Any, image_size: int) -> npt.NDArray[np.uint8]:
     array = frame.to_ndarray(format="rgb24", width=image_size, height=image_size)
     return np.ascontiguousarray(array, dtype=np.uint8)
-
-
-def _decoded_duration(uri: str) -> float:
-    """Duration from the last frame's timestamp, for containers that do not record one."""
-    with open_container(uri) as container:
-        stream = _video_stream(container)
-        if stream is None:
-            raise MediaError(f"{uri} has no video stream")
-        last = 0.0
-        count = 0
-        for frame in container.decode(stream):
-            count += 1
-            last = frame.time if frame.time is not None else count / 25.0
-        if count == 0:
-            raise MediaError(f"{uri}: the video stream holds no decodable frame")
-        rate = float(stream.average_rate or 25)
-        return last + 1.0 / rate
 
 
 def has_audio_stream(uri: str) -> bool:
@@ -341,26 +413,32 @@ def iter_audio_segments(
     """Decode an audio track segment by segment: mono float32 samples of each ``[start, end)``.
 
     Samples are streamed; memory holds one segment plus one decoded chunk. The last segment
-    takes whatever audio remains (the track may be slightly shorter or longer than probed).
+    takes the audio that remains (the track may be slightly shorter or longer than probed), up
+    to 10% (at least 1 s) past its planned end: a track much longer than its header claims is
+    cut there, never read to the end.
 
     Raises:
         MediaError: no audio stream, or it does not decode, or it holds no samples.
     """
     bounds = [round(seg.end * sample_rate) for seg in segments]
+    end = segments[-1].end if segments else 0.0
+    stop = round((end + max(1.0, 0.1 * end)) * sample_rate)
     buffer: list[npt.NDArray[np.float32]] = []
     buffered = 0  # samples in buffer
     consumed = 0  # samples of the track before the buffer
     k = 0
     with open_container(uri) as container:
         for chunk in _audio_chunks(container, uri, sample_rate):
-            buffer.append(chunk)
-            buffered += chunk.size
+            buffer.append(chunk[: max(0, stop - consumed - buffered)])
+            buffered += buffer[-1].size
             while k < len(segments) - 1 and consumed + buffered >= bounds[k]:
                 joined = np.concatenate(buffer)
                 cut = bounds[k] - consumed
                 yield segments[k], joined[:cut]
                 buffer, buffered, consumed = [joined[cut:]], joined.size - cut, bounds[k]
                 k += 1
+            if consumed + buffered >= stop:
+                break
     if consumed + buffered == 0:
         raise MediaError(f"{uri}: the audio stream holds no decodable samples")
     tail = np.concatenate(buffer) if buffer else np.zeros(0, np.float32)

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Settings
 from pipeline.feature_store import FeatureStore
@@ -85,9 +86,9 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         bad = Table(title="quarantined files", title_justify="left")
         bad.add_column("file")
         bad.add_column("reason")
-        for row in report["quarantined"][:20]:
+        for row in report["quarantined"][:20]:  # plain Text: names may look like markup
             name = row["uri"].rsplit("/", 1)[-1]
-            bad.add_row(row["uri"], (row["error"] or "").replace(row["uri"], name))
+            bad.add_row(Text(row["uri"]), Text((row["error"] or "").replace(row["uri"], name)))
         console.print(bad)
 
     model = report["production_model"]
@@ -122,7 +123,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     where.add_column()
     features = report["features"]
     for name, location in report["locations"].items():
-        where.add_row(name, location)
+        where.add_row(name, Text(location))
     where.add_row(
         "feature cache",
         f"{features['clips']} clips, {features['frames']} frames, "

@@ -5,18 +5,30 @@ that model version gets one ``predictions`` row (label, confidence, all class pr
 model version, run id and logical date) averaged over its segments, and one
 ``segment_predictions`` row per segment (with its start and end times). Scoring again adds
 nothing; a run with nothing to do loads no model and imports no TensorFlow.
+
+Clips are scored in chunks, each written in one transaction. A chunk that fails is scored again
+clip by clip, so a clip that cannot be scored is quarantined with the reason and the rest go on;
+an infrastructure failure (the warehouse connection lost) stops the run with an error that says
+so. Rows already written stay, and the re-run scores only what is missing. Two runs at once
+leave one row per (clip, model version): writes are upserts on that key.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import NoProductionModelError
+from pipeline.errors import (
+    InfrastructureError,
+    NoProductionModelError,
+    describe,
+    infrastructure_problem,
+)
 from pipeline.feature_store import FeatureStore
 from pipeline.progress import NullProgress, Progress
 from pipeline.warehouse import ClipRecord, Warehouse, utc_now
@@ -36,6 +48,7 @@ class ScoreSummary:
     segments: int = 0
     missing_features: int = 0
     unscorable: int = 0  # features present but none in the streams the model reads
+    quarantined: int = 0  # scoring them failed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,15 +61,19 @@ def score_clips(
     *,
     run_id: str,
     logical_date: datetime | None,
+    quarantine: Callable[[str, str], None] | None = None,
     progress: Progress | None = None,
+    chunk_clips: int = CHUNK_CLIPS,
 ) -> ScoreSummary:
     """Score ``clips`` that have no prediction from the production model.
 
     Each segment gets a ``segment_predictions`` row; the clip's ``predictions`` row averages
-    its segments' probabilities.
+    its segments' probabilities. ``quarantine(clip_id, reason)`` is called for a clip whose
+    scoring fails (it is then left out).
 
     Raises:
         NoProductionModelError: no model version has been promoted yet.
+        InfrastructureError: the warehouse (or memory) failed; what was written stays, re-run.
     """
     progress = progress or NullProgress()
     production = warehouse.production_model()
@@ -105,42 +122,58 @@ def score_clips(
         "run_id": run_id,
         "logical_date": logical_date,
     }
+
+    def predict(chunk: list[ClipRecord]) -> dict[str, Any]:
+        return segment_predictions(model, chunk, streams, store=store, spec=spec)
+
     progress.start("score", len(ready), "clips")
-    for start in range(0, len(ready), CHUNK_CLIPS):
-        chunk = ready[start : start + CHUNK_CLIPS]
-        by_clip = segment_predictions(model, chunk, streams, store=store, spec=spec)
-        segment_rows = [
-            {
-                **stamp,
-                **_labelled(names, probs),
-                "clip_id": seg.clip_id,
-                "segment_index": seg.segment_index,
-                "n_segments": seg.n_segments,
-                "start_seconds": seg.start_seconds,
-                "end_seconds": seg.end_seconds,
-            }
-            for rows in by_clip.values()
-            for seg, probs in rows
-        ]
-        clip_rows = []
-        for clip in chunk:
-            scored_segments = by_clip.get(clip.clip_id)
-            if not scored_segments:
-                summary.unscorable += 1
-                continue
-            mean = np.mean([probs for _, probs in scored_segments], axis=0)
-            clip_rows.append(
+    try:
+        for start in range(0, len(ready), chunk_clips):
+            chunk = ready[start : start + chunk_clips]
+            by_clip, failed = _predict_isolated(predict, chunk, quarantine)
+            summary.quarantined += len(failed)
+            segment_rows = [
                 {
                     **stamp,
-                    **_labelled(names, mean),
-                    "clip_id": clip.clip_id,
-                    "n_segments": len(scored_segments),
+                    **_labelled(names, probs),
+                    "clip_id": seg.clip_id,
+                    "segment_index": seg.segment_index,
+                    "n_segments": seg.n_segments,
+                    "start_seconds": seg.start_seconds,
+                    "end_seconds": seg.end_seconds,
                 }
-            )
-        warehouse.upsert_segment_predictions(segment_rows)
-        summary.scored += warehouse.upsert_predictions(clip_rows)
-        summary.segments += len(segment_rows)
-        progress.advance(len(chunk))
+                for rows in by_clip.values()
+                for seg, probs in rows
+            ]
+            clip_rows = []
+            for clip in chunk:
+                scored_segments = by_clip.get(clip.clip_id)
+                if not scored_segments:
+                    summary.unscorable += clip.clip_id not in failed
+                    continue
+                mean = np.mean([probs for _, probs in scored_segments], axis=0)
+                clip_rows.append(
+                    {
+                        **stamp,
+                        **_labelled(names, mean),
+                        "clip_id": clip.clip_id,
+                        "n_segments": len(scored_segments),
+                    }
+                )
+            # Segment rows first: a clip row exists only once its segments do.
+            warehouse.upsert_segment_predictions(segment_rows)
+            summary.scored += warehouse.upsert_predictions(clip_rows)
+            summary.segments += len(segment_rows)
+            progress.advance(len(chunk))
+    except Exception as exc:
+        problem = infrastructure_problem(exc)
+        if problem is None:
+            raise
+        raise InfrastructureError(
+            f"scoring stopped after {summary.scored} clips: {problem}. The predictions written "
+            "so far are complete; re-run `stpipe score` (or nightly_scoring) once fixed and it "
+            "scores only the rest."
+        ) from exc
     progress.finish()
     if summary.unscorable:
         log.warning(
@@ -158,6 +191,36 @@ def score_clips(
         summary.missing_features,
     )
     return summary
+
+
+def _predict_isolated(
+    predict: Callable[[list[ClipRecord]], dict[str, Any]],
+    chunk: list[ClipRecord],
+    quarantine: Callable[[str, str], None] | None,
+) -> tuple[dict[str, Any], set[str]]:
+    """Predictions for ``chunk``, and the ids of clips that failed. If the chunk fails, its
+    clips are scored one by one and those that fail are quarantined (infrastructure failures
+    propagate)."""
+    try:
+        return predict(chunk), set()
+    except Exception as exc:
+        if infrastructure_problem(exc):
+            raise
+        log.warning("scoring %d clips failed (%s); scoring them one by one", len(chunk), exc)
+    result: dict[str, Any] = {}
+    failed: set[str] = set()
+    for clip in chunk:
+        try:
+            result.update(predict([clip]))
+        except Exception as exc:
+            if infrastructure_problem(exc):
+                raise
+            reason = describe(exc)
+            log.warning("quarantined clip %s (%s): %s", clip.clip_id[:12], clip.uri, reason)
+            failed.add(clip.clip_id)
+            if quarantine is not None:
+                quarantine(clip.clip_id, reason)
+    return result, failed
 
 
 def _labelled(names: list[str], probabilities: Any) -> dict[str, Any]:

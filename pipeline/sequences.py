@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from pipeline.config import Settings
 from pipeline.errors import MediaError
+from pipeline.limits import MediaLimits
 
 if TYPE_CHECKING:
     from pipeline.media import Segment
@@ -88,6 +89,7 @@ def iter_clip_images(
     spec: SequenceSpec,
     duration_seconds: float | None,
     streams: Collection[str] | None = None,
+    limits: MediaLimits | None = None,
 ) -> Iterator[SegmentImages]:
     """Decode a clip into its image sequences, segment by segment and stream by stream.
 
@@ -95,26 +97,30 @@ def iter_clip_images(
         uri: local path or object-store URI of the media file.
         modality: ``'video'`` or ``'audio'``.
         spec: sequence settings.
-        duration_seconds: the probed duration (decoded when unknown for a video).
+        duration_seconds: the probed duration (measured from the packets when unknown).
         streams: which of the clip's streams to produce (default: all it has).
+        limits: per-file cost limits (segments per clip, decoding budgets); default ones if None.
 
     Yields:
         :class:`SegmentImages`, all segments of one stream before the next stream.
 
     Raises:
-        MediaError: the clip (its video, or an audio file) cannot be decoded.
+        MediaError: the clip (its video, or an audio file) cannot be decoded, or it is over a
+            limit (:class:`~pipeline.errors.LimitError`).
     """
     from pipeline import media
 
+    limits = limits or MediaLimits()
     wanted = [s for s in spec.streams_for(modality) if streams is None or s in streams]
-    if modality == "video":
-        duration = media.video_duration(uri, duration_seconds)
-    else:
-        duration = duration_seconds or 0.0
+    duration = media.media_duration(uri, modality, duration_seconds, limits)
+    limits.check_duration(duration, None)
     segments = media.plan_segments(duration, spec.segment_seconds)
+    limits.check_segments(len(segments), spec.segment_seconds)
     if "video" in wanted:
         n_frames = min(spec.frames_per_segment, spec.max_frames)
-        for segment, frames in media.iter_video_segments(uri, segments, n_frames, spec.image_size):
+        for segment, frames in media.iter_video_segments(
+            uri, segments, n_frames, spec.image_size, limits=limits
+        ):
             yield SegmentImages(segment, "video", frames)
     if "audio" in wanted:
         if modality == "audio":

@@ -7,15 +7,18 @@ and calls the stage's own function with plain arguments.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
+from pipeline.claims import WarehouseClaims
 from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import ConfigError
 from pipeline.extract import ExtractSummary, extract_features, shard_of
 from pipeline.feature_store import FeatureStore, stores_with_stream
 from pipeline.ingest import IngestSummary, discover_media, ingest_media, read_manifest
+from pipeline.limits import MediaLimits
 from pipeline.progress import Progress
 from pipeline.registry import GateDecision, get_model, promotion_gate
 from pipeline.score import ScoreSummary, score_clips
@@ -44,7 +47,7 @@ def run_ingest(
     if manifest is not None:
         if source is not None:
             raise ConfigError("give either a folder or a manifest, not both")
-        candidates, skipped = read_manifest(manifest), 0
+        found = read_manifest(manifest, settings.landing_root)
     else:
         root = source if source is not None else settings.landing_root
         if not storage.exists(root):
@@ -53,19 +56,20 @@ def run_ingest(
                 log.info("created the empty landing folder %s; drop media files there", root)
             else:
                 raise ConfigError(f"{root} does not exist; pass a folder of media files to ingest")
-        candidates, skipped = discover_media(
+        found = discover_media(
             root, labelled=labelled and source is not None, landing_layout=source is None
         )
     with Warehouse.connect(settings.warehouse) as warehouse:
-        summary = ingest_media(
-            candidates,
+        return ingest_media(
+            found,
             warehouse,
             media_root=settings.media_root,
             quarantine_root=settings.quarantine_root,
+            staging_root=settings.staging_root,
+            limits=MediaLimits.from_settings(settings),
+            workers=settings.ingest_workers,
             progress=progress,
         )
-    summary.skipped_unsupported = skipped
-    return summary
 
 
 def run_extract(
@@ -104,26 +108,38 @@ def run_extract(
         )
 
     with Warehouse.connect(settings.warehouse) as warehouse:
-
-        def quarantine(clip_id: str, reason: str) -> None:
-            warehouse.quarantine_clip(clip_id, reason)
-            storage.write_bytes(
-                join_uri(settings.quarantine_root, f"{clip_id}.reason.txt"),
-                f"failed during extraction\n{reason}\n".encode(),
+        clips = [c for c in warehouse.clips(status="ok") if shard_of(c.clip_id, shards) == shard]
+        namespace = f"features/{store.settings_hash}"
+        with WarehouseClaims(warehouse, namespace, settings.claim_lease_seconds) as claims:
+            return extract_features(
+                clips,
+                store,
+                SequenceSpec.from_settings(settings),
+                make_embedder,
+                quarantine=_quarantine_callback(warehouse, settings, "extraction"),
+                claims=claims,
+                limits=MediaLimits.from_settings(settings),
+                reuse_from=reuse_from,
+                decode_workers=settings.decode_workers,
+                progress=progress,
+                shard=f"{shard + 1}/{shards}",
             )
 
-        clips = [c for c in warehouse.clips(status="ok") if shard_of(c.clip_id, shards) == shard]
-        return extract_features(
-            clips,
-            store,
-            SequenceSpec.from_settings(settings),
-            make_embedder,
-            quarantine=quarantine,
-            reuse_from=reuse_from,
-            decode_workers=settings.decode_workers,
-            progress=progress,
-            shard=f"{shard + 1}/{shards}",
+
+def _quarantine_callback(
+    warehouse: Warehouse, settings: Settings, stage: str
+) -> Callable[[str, str], None]:
+    """What a stage calls to quarantine a clip it could not process: the warehouse row and a
+    reason file in the quarantine folder."""
+
+    def quarantine(clip_id: str, reason: str) -> None:
+        warehouse.quarantine_clip(clip_id, reason)
+        storage.write_bytes(
+            join_uri(settings.quarantine_root, f"{clip_id}.reason.txt"),
+            f"failed during {stage}\n{reason}\n".encode(),
         )
+
+    return quarantine
 
 
 def plan_extraction(settings: Settings) -> list[dict[str, int]]:
@@ -228,5 +244,6 @@ def run_score(
             settings.features_root,
             run_id=run_id,
             logical_date=logical_date,
+            quarantine=_quarantine_callback(warehouse, settings, "scoring"),
             progress=progress,
         )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -288,8 +287,6 @@ def train_model(
         promote: True promotes unconditionally, False never; None runs the promotion gate.
         promotion_margin: macro-F1 the candidate must gain over production to pass the gate.
     """
-    from pipeline.registry import promotion_gate
-
     segment_frames = store.segment_frames()
     training_set = select_training_set(labelled, segment_frames, params.streams)
     report = validate_training_data(
@@ -301,31 +298,73 @@ def train_model(
     )
     fingerprint = training_fingerprint(training_set, store.settings_hash, params)
     existing = warehouse.model_with_fingerprint(fingerprint)
-    if existing is not None:
-        log.info(
-            "train: %s was trained on exactly this data and these parameters; reusing it",
-            existing.model_version,
-        )
-        gate = _promote(existing, warehouse, store.root, promote, promotion_margin, promotion_gate)
-        current = warehouse.production_model()
-        return TrainResult(
-            model_version=existing.model_version,
-            model_uri=existing.model_uri,
-            kind=existing.metrics.get("kind", "sequence_head"),
-            reused=True,
-            production=current is not None and current.model_version == existing.model_version,
-            class_names=existing.class_names,
-            streams=existing.streams,
-            counts=training_set.counts,
-            metrics=existing.metrics,
-            gate=gate,
-        )
+    if existing is None:
+        run_dir = Path(runs_root) / fingerprint[:16]
+        # The same training started twice on this machine shares its checkpoints: the second
+        # waits for the first, then reuses its version (the kernel drops a killed run's lock).
+        with storage.file_lock(f"{run_dir}.lock"):
+            existing = warehouse.model_with_fingerprint(fingerprint)
+            if existing is None:
+                return _train_new_version(
+                    training_set,
+                    segment_frames,
+                    report.as_dict(),
+                    fingerprint,
+                    run_dir,
+                    store,
+                    warehouse,
+                    models_root=models_root,
+                    feature_settings=feature_settings,
+                    sequence_spec=sequence_spec,
+                    cnn_weights=cnn_weights,
+                    params=params,
+                    promote=promote,
+                    promotion_margin=promotion_margin,
+                )
+    log.info(
+        "train: %s was trained on exactly this data and these parameters; reusing it",
+        existing.model_version,
+    )
+    gate = _promote(existing, warehouse, store.root, promote, promotion_margin)
+    current = warehouse.production_model()
+    return TrainResult(
+        model_version=existing.model_version,
+        model_uri=existing.model_uri,
+        kind=existing.metrics.get("kind", "sequence_head"),
+        reused=True,
+        production=current is not None and current.model_version == existing.model_version,
+        class_names=existing.class_names,
+        streams=existing.streams,
+        counts=training_set.counts,
+        metrics=existing.metrics,
+        gate=gate,
+    )
 
+
+def _train_new_version(
+    training_set: TrainingSet,
+    segment_frames: dict[str, list[dict[str, int]]],
+    data_report: dict[str, Any],
+    fingerprint: str,
+    run_dir: Path,
+    store: FeatureStore,
+    warehouse: Warehouse,
+    *,
+    models_root: str,
+    feature_settings: dict[str, Any],
+    sequence_spec: SequenceSpec,
+    cnn_weights: str,
+    params: TrainParams,
+    promote: bool | None,
+    promotion_margin: float,
+) -> TrainResult:
+    """Fit (resuming from the run's checkpoints), evaluate, save, register and gate a new
+    version. Its name is reserved in the warehouse first, and its folder appears complete or
+    not at all, so trainings running at once never collide."""
     from pipeline.callbacks import Checkpointer
     from pipeline.tfenv import keras, tf
 
     started = time.perf_counter()
-    run_dir = Path(runs_root) / fingerprint[:16]
     run_dir.mkdir(parents=True, exist_ok=True)
     for partial in run_dir.glob(".tmp-*"):  # a save cut short by a kill
         partial.unlink()
@@ -411,7 +450,7 @@ def train_model(
     )
     seconds = round(time.perf_counter() - started, 2)
 
-    version = _next_version(warehouse)
+    version = warehouse.reserve_model_version(fingerprint)
     model_uri = join_uri(models_root, version)
     metadata = {
         "model_version": version,
@@ -425,7 +464,7 @@ def train_model(
         "params": asdict(params),
         "counts": training_set.counts,
         "examples": training_set.examples,
-        "data_report": report.as_dict(),
+        "data_report": data_report,
         "metrics": metrics,
         "val_metrics": val_metrics,
         "epochs_run": epochs_run,
@@ -451,7 +490,7 @@ def train_model(
     for checkpoint in [*run_dir.glob("epoch-*.keras"), *run_dir.glob("best-*.weights.h5")]:
         checkpoint.unlink()  # the version folder has the model now
     registered = _registered(warehouse, version)
-    gate = _promote(registered, warehouse, store.root, promote, promotion_margin, promotion_gate)
+    gate = _promote(registered, warehouse, store.root, promote, promotion_margin)
     current = warehouse.production_model()
     is_production = current is not None and current.model_version == version
     log.info(
@@ -539,14 +578,15 @@ def _promote(
     features_root: str,
     promote: bool | None,
     margin: float,
-    gate_fn: Any,
 ) -> dict[str, Any]:
+    from pipeline.registry import promotion_gate
+
     if promote is False:
         return {"promote": False, "reason": "promotion not requested (--no-promote)"}
     if promote is True:
         warehouse.promote_model(record.model_version)
         return {"promote": True, "reason": "promoted by request (--promote)"}
-    decision = gate_fn(record, warehouse, features_root, margin=margin)
+    decision = promotion_gate(record, warehouse, features_root, margin=margin)
     if decision.promote:
         warehouse.promote_model(record.model_version)
     result: dict[str, Any] = decision.as_dict()
@@ -569,19 +609,10 @@ def _load_state(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return state if complete and state.get("fingerprint") == fingerprint else None
 
 
-def _next_version(warehouse: Warehouse) -> str:
-    numbers = [
-        int(m.model_version[1:])
-        for m in warehouse.models()
-        if m.model_version.startswith("v") and m.model_version[1:].isdigit()
-    ]
-    return f"v{max(numbers, default=0) + 1:04d}"
-
-
 def _save_version(model: Any, metadata: dict[str, Any], model_uri: str) -> None:
-    """Write model.keras, plots and the model card, then metadata.json (the commit marker)."""
-    with tempfile.TemporaryDirectory(prefix="stpipe-model-") as tmp:
-        local = Path(tmp)
+    """Write model.keras, plots, the model card and metadata.json; the folder appears at
+    ``model_uri`` complete (see :func:`pipeline.storage.atomic_folder`)."""
+    with storage.atomic_folder(model_uri) as local:
         model.save(local / "model.keras")
         metrics = metadata["metrics"]
         title = f"{metadata['model_version']} ({metrics.get('evaluated_on')} split)"
@@ -596,13 +627,9 @@ def _save_version(model: Any, metadata: dict[str, Any], model_uri: str) -> None:
             metadata["history"], str(local / "training_curves.png"), metadata["model_version"]
         )
         (local / "MODEL_CARD.md").write_text(model_card(metadata))
-        for name in ("model.keras", "confusion_matrix.png", "training_curves.png", "MODEL_CARD.md"):
-            if (local / name).exists():
-                storage.copy_file(str(local / name), join_uri(model_uri, name))
-    storage.write_bytes(
-        join_uri(model_uri, "metadata.json"),
-        json.dumps(metadata, indent=2, sort_keys=True, default=str).encode(),
-    )
+        (local / "metadata.json").write_text(
+            json.dumps(metadata, indent=2, sort_keys=True, default=str)
+        )
 
 
 #: Hyper-parameters a tuning grid may vary, and the types their values must have.

@@ -9,11 +9,10 @@ stage replaces rows rather than adding them.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +21,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.errors import ConfigError
+from pipeline import storage
+from pipeline.errors import ConfigError, InfrastructureError, infrastructure_problem
 
 log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Serialises concurrent migrations on PostgreSQL (two Airflow tasks starting at once).
 _PG_MIGRATION_LOCK = 7_391_522
+_PG_ROLES_LOCK = 7_391_523
+#: The PostgreSQL login roles `stpipe warehouse roles` manages.
+WRITER_ROLE = "stpipe_writer"
+ANALYST_ROLE = "stpipe_analyst"
 
 
 def sql_dir() -> Path:
@@ -90,7 +94,16 @@ class Warehouse:
             ) from exc
         warehouse = cls(engine)
         if migrate:
-            warehouse.migrate()
+            try:
+                warehouse.migrate()
+            except sa.exc.DBAPIError as exc:
+                engine.dispose()
+                problem = infrastructure_problem(exc)
+                if problem is None:
+                    raise
+                raise InfrastructureError(
+                    f"cannot open the warehouse {_redact(url)}: {problem}"
+                ) from exc
         return warehouse
 
     @property
@@ -156,12 +169,8 @@ class Warehouse:
         if not database or database == ":memory:":
             yield
             return
-        with open(f"{database}.migrate-lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with storage.file_lock(f"{database}.migrate-lock"):
+            yield
 
     # Media catalogue ----------------------------------------------------------------------
 
@@ -291,6 +300,7 @@ class Warehouse:
                     " fingerprint, class_names, metrics, test_accuracy, stage, created_at,"
                     " streams)"
                     " VALUES (:v, :u, :h, :f, :c, :m, :a, :s, :t, :streams)"
+                    " ON CONFLICT (model_version) DO NOTHING"
                 ),
                 {
                     "v": model_version,
@@ -305,6 +315,43 @@ class Warehouse:
                     "streams": json.dumps(list(streams)),
                 },
             )
+
+    def reserve_model_version(self, fingerprint: str, *, attempts: int = 20) -> str:
+        """A version name (``v0001``, ``v0002``, ...) for the model trained with
+        ``fingerprint``, reserved atomically: two trainings at once never get the same name
+        (the primary key refuses the second insert, which retries with the next number). A
+        reservation of the same fingerprint that was never registered (its run was killed) is
+        handed back, so a rerun ends with the name a clean run would have given."""
+        for _ in range(attempts):
+            with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+                earlier = conn.execute(
+                    sa.text(
+                        "SELECT r.model_version FROM model_version_reservations r"
+                        " LEFT JOIN model_versions v ON v.model_version = r.model_version"
+                        " WHERE r.fingerprint = :f AND v.model_version IS NULL"
+                        " ORDER BY r.model_version"
+                    ),
+                    {"f": fingerprint},
+                ).first()
+                if earlier is not None:
+                    return str(earlier.model_version)
+                taken = conn.execute(
+                    sa.text("SELECT model_version FROM model_version_reservations")
+                ).scalars()
+                numbers = [int(v[1:]) for v in taken if v.startswith("v") and v[1:].isdigit()]
+                version = f"v{max(numbers, default=0) + 1:04d}"
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO model_version_reservations"
+                        " (model_version, fingerprint, reserved_at) VALUES (:v, :f, :t)"
+                    ),
+                    {"v": version, "f": fingerprint, "t": utc_now()},
+                )
+                return version
+        raise InfrastructureError(
+            f"could not reserve a model version after {attempts} attempts (too many trainings "
+            "registering at once?); re-run the training"
+        )
 
     def promote_model(self, model_version: str) -> None:
         """Make ``model_version`` the production model; the previous one becomes archived."""
@@ -359,6 +406,77 @@ class Warehouse:
             ).first()
         return _model_record(row._mapping) if row else None
 
+    def model(self, model_version: str) -> ModelRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(f"SELECT {_MODEL_COLUMNS} FROM model_versions WHERE model_version = :v"),
+                {"v": model_version},
+            ).first()
+        return _model_record(row._mapping) if row else None
+
+    # Work claims --------------------------------------------------------------------------
+
+    def claim_work(
+        self,
+        resources: Sequence[str],
+        owner: str,
+        *,
+        stale: Callable[[str, datetime], bool],
+    ) -> set[str]:
+        """Claim ``resources`` for ``owner``; return those it now holds (including ones it held
+        already). A claim of another owner is taken over when ``stale(owner, heartbeat_at)``."""
+        mine: set[str] = set()
+        now = utc_now()
+        for chunk in _chunks(resources, 500):
+            with self.engine.begin() as conn:
+                held = conn.execute(
+                    sa.text(
+                        "SELECT resource, owner, heartbeat_at FROM work_claims WHERE resource IN :r"
+                    ).bindparams(sa.bindparam("r", expanding=True)),
+                    {"r": list(chunk)},
+                ).all()
+                for row in held:
+                    if row.owner != owner and stale(row.owner, _as_datetime(row.heartbeat_at)):
+                        log.info("taking over %s from %s (gone)", row.resource, row.owner)
+                        conn.execute(
+                            sa.text("DELETE FROM work_claims WHERE resource = :r AND owner = :o"),
+                            {"r": row.resource, "o": row.owner},
+                        )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO work_claims (resource, owner, claimed_at, heartbeat_at)"
+                        " VALUES (:r, :o, :t, :t) ON CONFLICT (resource) DO NOTHING"
+                    ),
+                    [{"r": r, "o": owner, "t": now} for r in chunk],
+                )
+                mine.update(
+                    conn.execute(
+                        sa.text(
+                            "SELECT resource FROM work_claims WHERE owner = :o AND resource IN :r"
+                        ).bindparams(sa.bindparam("r", expanding=True)),
+                        {"o": owner, "r": list(chunk)},
+                    ).scalars()
+                )
+        return mine
+
+    def renew_claims(self, owner: str) -> None:
+        """Heartbeat: every claim of ``owner`` stays valid for another lease."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE work_claims SET heartbeat_at = :t WHERE owner = :o"),
+                {"o": owner, "t": utc_now()},
+            )
+
+    def release_work(self, resources: Iterable[str], owner: str) -> None:
+        for chunk in _chunks(list(resources), 500):
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM work_claims WHERE owner = :o AND resource IN :r"
+                    ).bindparams(sa.bindparam("r", expanding=True)),
+                    {"o": owner, "r": list(chunk)},
+                )
+
     # Predictions --------------------------------------------------------------------------
 
     def scored_clip_ids(self, model_version: str) -> set[str]:
@@ -400,9 +518,12 @@ class Warehouse:
         if not rows:
             return 0
         names = [*keys, *(c for c in columns if c not in keys)]
+        # Key order: two runs upserting overlapping rows lock them in the same order, so
+        # PostgreSQL never sees them deadlock.
+        ordered = sorted(rows, key=lambda row: tuple(row[k] for k in keys))
         payload = [
             {**row, "probabilities": json.dumps(row["probabilities"], sort_keys=True)}
-            for row in rows
+            for row in ordered
         ]
         updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
         statement = (
@@ -413,6 +534,76 @@ class Warehouse:
         with self.engine.begin() as conn:
             conn.execute(sa.text(statement), payload)
         return len(payload)
+
+    # Roles (PostgreSQL) ---------------------------------------------------------------------
+
+    def ensure_roles(self, writer_password: str, analyst_password: str) -> list[str]:
+        """Create or update the warehouse's two login roles (idempotent; needs a connection
+        that may create roles, e.g. the database owner or a superuser):
+
+        * ``stpipe_writer``: what the pipeline connects as. It owns the pipeline's tables and
+          views (so it can run later migrations) and may create objects in schema ``public``.
+        * ``stpipe_analyst``: ``SELECT`` on every table and view, now and (default
+          privileges) on those later migrations create; nothing else: no writes, no DDL, no
+          temporary tables, read-only transactions by default.
+
+        ``PUBLIC`` loses every privilege on the database and ``CREATE`` on schema ``public``.
+        Returns the statements run, passwords masked.
+
+        Raises:
+            ConfigError: the warehouse is not PostgreSQL, or a password is empty.
+        """
+        if self.dialect != "postgresql":
+            raise ConfigError(
+                "roles need a PostgreSQL warehouse; SQLite has no users (give analysts a "
+                "read-only copy, or open it with `sqlite3 -readonly`)"
+            )
+        if not writer_password or not analyst_password:
+            raise ConfigError(
+                "set PIPELINE_WAREHOUSE_WRITER_PASSWORD and PIPELINE_WAREHOUSE_ANALYST_PASSWORD "
+                "(e.g. from docker/.env) before creating the roles"
+            )
+        self.migrate()  # the objects must exist before their ownership and grants are set
+        with self.engine.connect() as conn:
+            database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+            objects = conn.execute(
+                sa.text(
+                    "SELECT c.relname, c.relkind FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'S')"
+                    " ORDER BY c.relname"
+                )
+            ).all()
+        kinds = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+        db = _quote_ident(database)
+        statements = [
+            *_create_login_role(WRITER_ROLE, writer_password),
+            *_create_login_role(ANALYST_ROLE, analyst_password),
+            f"ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on",
+            f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+            f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {WRITER_ROLE}",
+            f"GRANT CONNECT ON DATABASE {db} TO {ANALYST_ROLE}",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {WRITER_ROLE}",
+            f"GRANT USAGE ON SCHEMA public TO {ANALYST_ROLE}",
+            *(
+                f"ALTER {kinds[kind]} public.{_quote_ident(name)} OWNER TO {WRITER_ROLE}"
+                for name, kind in objects
+            ),
+            f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}",
+            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {ANALYST_ROLE}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYST_ROLE}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {WRITER_ROLE} IN SCHEMA public"
+            f" GRANT SELECT ON TABLES TO {ANALYST_ROLE}",
+        ]
+        with self.engine.begin() as conn:
+            # Role names are cluster-wide: serialise with other databases doing the same.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ROLES_LOCK})
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        masked = [re.sub(r"PASSWORD '(?:[^']|'')*'", "PASSWORD '***'", s) for s in statements]
+        log.info("warehouse roles %s and %s are set up on %s", WRITER_ROLE, ANALYST_ROLE, database)
+        return masked
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a read-only query (used by summaries and tests) and return rows as dicts."""
@@ -434,6 +625,39 @@ _MODEL_COLUMNS = (
     "model_version, model_uri, settings_hash, fingerprint, class_names, metrics, stage,"
     " created_at, streams, promoted_at"
 )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _create_login_role(role: str, password: str) -> list[str]:
+    """Statements that create ``role`` if missing and (re)set its password. DDL takes no bind
+    parameters, so the password is quoted as a literal (standard_conforming_strings is on)."""
+    if "\x00" in password:
+        raise ConfigError(f"the password for {role} contains a NUL character")
+    return [
+        "DO $$ BEGIN"
+        f" IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
+        f" CREATE ROLE {role} LOGIN; END IF; END $$",
+        f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        f" PASSWORD {_quote_literal(password)}",
+    ]
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _as_datetime(value: Any) -> datetime:
+    """A timestamp column as an aware datetime (SQLite hands back text)."""
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _model_record(row: Mapping[Any, Any]) -> ModelRecord:

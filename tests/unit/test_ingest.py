@@ -25,24 +25,24 @@ def test_discover_media_reads_labels_from_folders(tmp_path: Path) -> None:
     for rel in ("cat/a.mp4", "cat/sub/b.wav", "dog/c.flac", "loose.ogg", "notes.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    found, skipped = discover_media(str(tmp_path), labelled=True)
-    assert {(Path(c.uri).name, c.label) for c in found} == {
+    found = discover_media(str(tmp_path), labelled=True)
+    assert {(Path(c.uri).name, c.label) for c in found.candidates} == {
         ("a.mp4", "cat"),
         ("b.wav", "cat"),
         ("c.flac", "dog"),
         ("loose.ogg", None),
     }
-    assert skipped == 1
-    unlabelled, _ = discover_media(str(tmp_path), labelled=False)
-    assert {c.label for c in unlabelled} == {None}
+    assert found.unsupported == 1
+    unlabelled = discover_media(str(tmp_path), labelled=False)
+    assert {c.label for c in unlabelled.candidates} == {None}
 
 
 def test_landing_layout_labels_only_files_under_labelled(tmp_path: Path) -> None:
     for rel in ("labelled/cat/a.mp4", "labelled/b.mp4", "inbox/cat/c.mp4", "d.wav"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    found, _ = discover_media(str(tmp_path), labelled=False, landing_layout=True)
-    assert {Path(c.uri).name: c.label for c in found} == {
+    found = discover_media(str(tmp_path), labelled=False, landing_layout=True)
+    assert {Path(c.uri).name: c.label for c in found.candidates} == {
         "a.mp4": "cat",
         "b.mp4": None,
         "c.mp4": None,

@@ -129,7 +129,7 @@ def _prediction(
     }
 
 
-def test_predictions_upsert_and_views(warehouse: Warehouse) -> None:
+def test_predictions_upsert_and_views_follow_the_production_model(warehouse: Warehouse) -> None:
     for clip_id in ("c1", "c2", "c3"):
         warehouse.add_clip(_clip(clip_id, label="a" if clip_id != "c3" else None))
     _register(warehouse, "v0001")
@@ -147,16 +147,35 @@ def test_predictions_upsert_and_views(warehouse: Warehouse) -> None:
     warehouse.upsert_predictions([_prediction("c2", "v0001", "a", 0.7, day1)])
     assert len(warehouse.query("SELECT * FROM predictions")) == 3
     assert warehouse.scored_clip_ids("v0001") == {"c1", "c2", "c3"}
-    # A newer model scores c1 the next day: latest_predictions shows that row.
+    # No model in production yet: the analyst views have nothing to answer with.
+    assert warehouse.query("SELECT * FROM latest_predictions") == []
+
+    warehouse.promote_model("v0002")
+    # A newer model scores c1 the next day: the views show only what production said.
     warehouse.upsert_predictions([_prediction("c1", "v0002", "b", 0.51, day2)])
-
     latest = {r["clip_id"]: r for r in warehouse.query("SELECT * FROM latest_predictions")}
-    assert set(latest) == {"c1", "c2", "c3"}
+    assert set(latest) == {"c1"}
     assert latest["c1"]["model_version"] == "v0002" and latest["c1"]["true_label"] == "a"
-    assert latest["c3"]["true_label"] is None
-
     low = warehouse.query("SELECT clip_id FROM low_confidence_predictions ORDER BY clip_id")
-    assert [r["clip_id"] for r in low] == ["c1"]  # 0.51 < 0.6; c2 now 0.7
+    assert [r["clip_id"] for r in low] == ["c1"]  # 0.51 < 0.6
+
+    # Rolling back to v0001 (newer rows exist from v0002): every view follows production.
+    warehouse.promote_model("v0001")
+    production = {r["clip_id"]: r for r in warehouse.query("SELECT * FROM production_predictions")}
+    assert {c: r["model_version"] for c, r in production.items()} == dict.fromkeys(
+        ("c1", "c2", "c3"), "v0001"
+    )
+    assert production["c3"]["true_label"] is None
+    assert warehouse.query("SELECT * FROM latest_predictions ORDER BY clip_id") == sorted(
+        production.values(), key=lambda r: r["clip_id"]
+    )
+    assert warehouse.query("SELECT clip_id FROM low_confidence_predictions") == []
+    # A clip quarantined later drops out of what analysts see.
+    warehouse.quarantine_clip("c2", "failed during scoring")
+    assert {r["clip_id"] for r in warehouse.query("SELECT clip_id FROM latest_predictions")} == {
+        "c1",
+        "c3",
+    }
 
     counts = warehouse.query(
         "SELECT day, model_version, predicted_label, clips FROM daily_label_counts"
@@ -182,14 +201,15 @@ def test_split_sql_handles_comments_and_multiline_statements() -> None:
 
 def test_concurrent_first_connections_to_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
     # Two Airflow tasks opening a fresh warehouse at once used to race in migrate()
-    # ("table media_files already exists").
+    # ("table media_files already exists"). Spawned, not forked: this process may have loaded
+    # TensorFlow, and a fork after its threads started can hang the child.
     import multiprocessing
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     with context.Pool(6) as pool:
-        results = pool.map(_connect_and_count, [url] * 12)
-    assert results == [5] * 12
+        results = pool.map(_connect_and_count, [url] * 12, chunksize=1)
+    assert results == [len(list(sql_dir().glob("*.sql")))] * 12
 
 
 def _connect_and_count(url: str) -> int:
