@@ -3,14 +3,28 @@
 Airflow reads its configuration when first imported, so its home (and SQLite metadata DB) is
 pointed at a fresh temporary folder here, before any test imports it. Every ``PIPELINE_*``
 variable of the calling shell is removed so tests see only the settings they set.
+
+The suite cannot hang:
+
+* a process that has loaded TensorFlow must never ``fork()`` without ``exec`` (its threads'
+  locks are copied held, and the child can wait on them forever): a child forked from such a
+  process exits at once with status 70 and a message, so the mistake fails fast instead of
+  hanging at random. Use ``multiprocessing.get_context("spawn")`` or a subprocess.
+* every test has a timeout (``timeout`` in pyproject.toml, ``pytest.mark.timeout(N)`` for the
+  long ones). When it expires, the stacks of the test's threads and of every child process
+  (py-spy) are printed, the children are killed and the test fails; if the test does not come
+  back within another minute (stuck in C code), everything is dumped and pytest exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +55,96 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 for _key in [k for k in os.environ if k.startswith("PIPELINE_")]:
     del os.environ[_key]
+
+
+def _refuse_fork_after_tensorflow() -> None:
+    if "tensorflow" in sys.modules:
+        os.write(
+            2,
+            b"\nFORKED A PROCESS THAT HAS LOADED TENSORFLOW: the child can deadlock. Use "
+            b"multiprocessing.get_context('spawn') or a subprocess. Child exits 70.\n",
+        )
+        os._exit(70)
+
+
+os.register_at_fork(after_in_child=_refuse_fork_after_tensorflow)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _dump_and_kill_children(terminal: Any) -> None:
+    """Print what every child process is doing (py-spy for Python ones), then SIGKILL them
+    so a test blocked on one comes back."""
+    spy = Path(sys.executable).with_name("py-spy")
+    for pid in _descendants(os.getpid()):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        terminal.sep("~", title=f"child process {pid}: {command[:150]}")
+        if spy.exists() and any(word in command for word in ("python", "airflow", "stpipe")):
+            dump = subprocess.run(
+                [str(spy), "dump", "--pid", str(pid)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            terminal.write(dump.stdout + dump.stderr)
+    for pid in reversed(_descendants(os.getpid())):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool:
+    """Per-test timeout: dump and kill child processes, dump threads, fail the test; a minute
+    later, if the test is still stuck, dump again and end the session (pytest-timeout's
+    thread method)."""
+    import pytest_timeout
+
+    terminal = item.config.get_terminal_writer()
+
+    def on_timeout(_signum: int, _frame: Any) -> None:
+        __tracebackhide__ = True
+        terminal.sep("+", title=f"Timeout after {settings.timeout} s: {item.nodeid}")
+        _dump_and_kill_children(terminal)
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def backstop() -> None:
+        _dump_and_kill_children(terminal)
+        pytest_timeout.timeout_timer(item, settings)
+
+    stuck = threading.Timer(settings.timeout + 60, backstop)
+    stuck.daemon = True
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        stuck.cancel()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    signal.signal(signal.SIGALRM, on_timeout)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    stuck.start()
+    return True
+
 
 # Airflow puts the DAGs folder on sys.path for DAG files and tasks; tests do the same.
 if str(REPO / "dags") not in sys.path:
