@@ -27,6 +27,7 @@ from rich.text import Text
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
+from pipeline.text import terminal_safe
 
 app = typer.Typer(
     help=(
@@ -38,7 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
 out = Console()
 log = logging.getLogger("pipeline.cli")
 
@@ -84,12 +85,22 @@ class RichProgress:
             self._bar = None
 
 
+class _TerminalSafe(logging.Filter):
+    """Log lines quote file names: show their control characters escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = terminal_safe(record.getMessage()), None
+        return True
+
+
 def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+    handler.addFilter(_TerminalSafe())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        handlers=[handler],
         force=True,
     )
     for noisy in ("numba", "matplotlib", "absl", "h5py", "PIL"):
@@ -104,20 +115,21 @@ def _settings() -> Settings:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+    console.print(Text.assemble(("error: ", "bold red"), terminal_safe(str(exc))))
     raise typer.Exit(code=1)
 
 
 def _show(title: str, summary: dict[str, Any]) -> None:
-    """A stage's summary as a two-column table. Values are shown as plain text: file names and
-    error messages may contain anything, including what rich would read as markup."""
+    """A stage's summary as a two-column table. Values are shown as plain text, control
+    characters escaped: file names and error messages may contain anything, including what
+    rich would read as markup or a terminal as a command."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in summary.items():
         if isinstance(value, list) and len(value) > 6:
             value = ", ".join(map(str, value[:6])) + f", ... ({len(value)} in all)"
-        table.add_row(key, Text(str(value)))
+        table.add_row(key, Text(terminal_safe(str(value))))
     out.print(table)
 
 

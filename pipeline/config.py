@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     extract_max_shards: int = Field(8, description="Most parallel feature_extraction tasks.")
     seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
     ingest_workers: int = Field(2, description="Files hashed and probed at once by ingest.")
+    score_chunk_clips: int = Field(
+        512, description="Clips scored per model call and per warehouse transaction."
+    )
     # Cost limits per media file (see pipeline/limits.py): over one, a file is quarantined.
     max_file_bytes: int = Field(4 * 1024**3, description="Largest media file accepted, bytes.")
     max_duration_seconds: float = Field(4 * 3600.0, description="Longest clip accepted, seconds.")
@@ -144,6 +147,7 @@ class Settings(BaseSettings):
         "extract_clips_per_shard",
         "extract_max_shards",
         "ingest_workers",
+        "score_chunk_clips",
         "max_file_bytes",
         "max_frame_pixels",
         "min_sample_rate",

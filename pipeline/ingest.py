@@ -14,7 +14,7 @@ unreachable, a disk full, out of memory) stop the run, as an
 :class:`~pipeline.errors.InfrastructureError`. The same content ingested again adds nothing,
 and unchanged files (same path, size and modification time) are not even re-read.
 
-Paths are stored as :func:`pipeline.storage.printable` text, so a file name that is not valid
+Paths are stored as :func:`pipeline.text.printable` text, so a file name that is not valid
 UTF-8 is recorded losslessly escaped instead of breaking the run.
 """
 
@@ -44,6 +44,7 @@ from pipeline.errors import (
 from pipeline.labels import LabelError, label_problem
 from pipeline.limits import MediaLimits
 from pipeline.progress import NullProgress, Progress
+from pipeline.text import printable
 from pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Candidate:
     @property
     def name(self) -> str:
         """The path as stored in the warehouse and shown to users."""
-        return storage.printable(self.uri)
+        return printable(self.uri)
 
     @property
     def extension(self) -> str:
@@ -132,7 +133,7 @@ def split_for(clip_id: str) -> str:
 
 
 def is_media_name(uri: str) -> bool:
-    return posixpath.splitext(storage.printable(uri))[1].lower() in MEDIA_EXTENSIONS
+    return posixpath.splitext(printable(uri))[1].lower() in MEDIA_EXTENSIONS
 
 
 def read_manifest(manifest: str, landing_root: str) -> Found:
@@ -173,18 +174,18 @@ def read_manifest(manifest: str, landing_root: str) -> Found:
         if label is not None and (problem := label_problem(label)) is not None:
             raise LabelError(f"{where}: {problem}")
         uri = path if path.startswith("/") or "://" in path else join_uri(base, path)
-        if not is_media_name(uri):
-            found.unsupported += 1
-            log.info("%s: %s is not a media file (by its name); skipped", where, path)
-            continue
         inside = next((root for root in roots if _resolves_inside(uri, root)), None)
         if inside is None:
             found.refused.append(
                 storage.Skipped(
-                    storage.printable(path),
+                    printable(path),
                     f"{where}: outside the manifest's folder and the landing folder",
                 )
             )
+            continue
+        if not is_media_name(uri):
+            found.unsupported += 1
+            log.info("%s: %s is not a media file (by its name); skipped", where, path)
             continue
         found.candidates.append(Candidate(uri, label, split, inside))
     return found
@@ -232,7 +233,7 @@ def discover_media(root: str, *, labelled: bool, landing_layout: bool = False) -
             else:
                 log.warning(
                     "%s is not inside a <label>/ folder; ingesting it unlabelled",
-                    storage.printable(uri),
+                    printable(uri),
                 )
         problem = label_problem(label) if label is not None else None
         if problem is not None:

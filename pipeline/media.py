@@ -21,6 +21,7 @@ import numpy.typing as npt
 from pipeline import storage
 from pipeline.errors import LimitError, MediaError
 from pipeline.limits import MediaLimits
+from pipeline.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,30 @@ def open_container(
     (default: ``uri``).
     """
     options = {"max_pixels": str(max_frame_pixels)} if max_frame_pixels else {}
-    shown = name or storage.printable(uri)
+    shown = name or printable(uri)
     try:
         if storage.is_remote(uri):
             with (
                 storage.open_read(uri) as handle,
                 av.open(handle, mode="r", options=options) as container,
             ):
-                yield container
+                yield _limit_decoders(container, options)
         else:
             with av.open(storage.local_path(uri), mode="r", options=options) as container:
-                yield container
+                yield _limit_decoders(container, options)
     except (av.FFmpegError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise MediaError(f"cannot decode {shown}: {_describe(exc)}") from exc
+
+
+def _limit_decoders(container: Any, options: dict[str, str]) -> Any:
+    """Give every video decoder the frame-size cap too: PyAV passes ``av.open``'s options only
+    to stream detection, so a frame larger than the header claims would otherwise be decoded
+    in full before anyone could look at its size."""
+    if options:
+        for stream in container.streams.video:
+            if stream.codec_context is not None:
+                stream.codec_context.options = {**stream.codec_context.options, **options}
+    return container
 
 
 def _video_stream(container: Any) -> Any | None:
@@ -97,7 +109,7 @@ def probe_media(
         MediaError: the file is not media, has no video/audio stream, or does not decode.
     """
     limits = limits or MediaLimits()
-    shown = name or storage.printable(uri)
+    shown = name or printable(uri)
     with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
         limits.check_streams(len(container.streams))
         fmt = container.format.name
@@ -107,6 +119,8 @@ def probe_media(
         if stream is None:
             raise MediaError(f"{shown} has neither a video nor an audio stream")
         context = stream.codec_context
+        if context is None:
+            raise MediaError(f"{shown}: FFmpeg has no decoder for its {stream.type} stream")
         if video is not None:
             limits.check_frame_size(context.width, context.height)
             rate = video.average_rate
@@ -160,7 +174,7 @@ def demuxed_duration(
         MediaError: no such stream, or no packet has a timestamp.
     """
     limits = limits or MediaLimits()
-    shown = name or storage.printable(uri)
+    shown = name or printable(uri)
     with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
         stream = _video_stream(container) if modality == "video" else None
         if stream is None and modality == "audio" and container.streams.audio:
@@ -279,6 +293,9 @@ def iter_video_segments(
         if stream is None:
             raise MediaError(f"{uri} has no video stream")
         stream.thread_type = "AUTO"
+        # Each decoder thread allocates per-frame-size tables; a few threads decode small frames
+        # as fast as many, and keep a hostile frame size from multiplying memory.
+        stream.codec_context.thread_count = 2
         origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         previous: Any = None  # the newest decoded frame: the one on screen until the next
         previous_rgb: npt.NDArray[np.uint8] | None = None

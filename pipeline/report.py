@@ -10,6 +10,7 @@ from rich.text import Text
 
 from pipeline.config import Settings
 from pipeline.feature_store import FeatureStore
+from pipeline.text import terminal_safe
 from pipeline.warehouse import Warehouse
 
 
@@ -86,9 +87,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         bad = Table(title="quarantined files", title_justify="left")
         bad.add_column("file")
         bad.add_column("reason")
-        for row in report["quarantined"][:20]:  # plain Text: names may look like markup
+        for row in report["quarantined"][:20]:  # names may look like markup or hold escapes
             name = row["uri"].rsplit("/", 1)[-1]
-            bad.add_row(Text(row["uri"]), Text((row["error"] or "").replace(row["uri"], name)))
+            reason = (row["error"] or "").replace(row["uri"], name)
+            bad.add_row(Text(terminal_safe(row["uri"])), Text(terminal_safe(reason)))
         console.print(bad)
 
     model = report["production_model"]
@@ -123,7 +125,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     where.add_column()
     features = report["features"]
     for name, location in report["locations"].items():
-        where.add_row(name, Text(location))
+        where.add_row(name, Text(terminal_safe(location)))
     where.add_row(
         "feature cache",
         f"{features['clips']} clips, {features['frames']} frames, "

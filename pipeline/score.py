@@ -35,9 +35,6 @@ from pipeline.warehouse import ClipRecord, Warehouse, utc_now
 
 log = logging.getLogger(__name__)
 
-#: Clips scored per model call and per warehouse transaction.
-CHUNK_CLIPS = 512
-
 
 @dataclass
 class ScoreSummary:
@@ -63,7 +60,7 @@ def score_clips(
     logical_date: datetime | None,
     quarantine: Callable[[str, str], None] | None = None,
     progress: Progress | None = None,
-    chunk_clips: int = CHUNK_CLIPS,
+    chunk_clips: int = 512,
 ) -> ScoreSummary:
     """Score ``clips`` that have no prediction from the production model.
 

@@ -246,4 +246,5 @@ def run_score(
             logical_date=logical_date,
             quarantine=_quarantine_callback(warehouse, settings, "scoring"),
             progress=progress,
+            chunk_clips=settings.score_chunk_clips,
         )

@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.errors import UnsafePathError
+from pipeline.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -167,22 +167,6 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "special file"
-
-
-_UNPRINTABLE = re.compile(r"[\\\udc80-\udcff]")
-
-
-def printable(path: str) -> str:
-    """``path`` as text that any database or terminal accepts, losslessly.
-
-    File names are bytes; Python hands undecodable bytes over as lone surrogates, which UTF-8
-    cannot store. Such a byte becomes the four characters ``\\xNN`` and, so that the escaping
-    can be undone, a backslash becomes two. Names without either are returned unchanged.
-    """
-    if not _UNPRINTABLE.search(path):
-        return path
-    raw = os.fsencode(path).replace(b"\\", b"\\\\")
-    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def file_stat(uri: str) -> tuple[int, float]:
@@ -392,7 +376,9 @@ def atomic_folder(uri: str) -> Iterator[Path]:
 
     Local: the folder is built under a temporary name beside ``uri`` and renamed into place, so
     a reader sees all of it or nothing. If ``uri`` already exists (an earlier attempt of the
-    same work got that far) it is kept and the new copy dropped. Object stores have no folders
+    same work got that far) it is kept and the new copy dropped; temporary folders of earlier
+    attempts that were killed are removed. The caller must own ``uri``'s name (a reserved
+    model version, say). Object stores have no folders
     to rename: files are uploaded one by one, ``metadata.json`` (the commit marker readers
     check) last.
     """
@@ -405,6 +391,8 @@ def atomic_folder(uri: str) -> Iterator[Path]:
         return
     target = _local(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".tmp-*-{target.name}"):  # of an attempt killed midway
+        shutil.rmtree(leftover, ignore_errors=True)
     building = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
     building.mkdir()
     try:

@@ -50,3 +50,22 @@ def corrupt_file(path: Path, size: int = 4096, seed: int = 0) -> Path:
         b"\x00\x00\x00\x18ftypmp42" + rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     )
     return path
+
+
+def small_corpus(root: Path) -> None:
+    """Under ``root``: ``labelled/<class>/`` with 6 clips each of two order-only video classes
+    (red->blue vs blue->red) and one audio class, and ``unlabelled/`` with one good clip and
+    one corrupt upload (20 files, 19 decodable)."""
+    for i in range(6):
+        red, blue = (230 - 6 * i, 30, 30), (30, 30, 230 - 6 * i)  # every clip unique content
+        colour_video(
+            root / "labelled" / "red_then_blue" / f"rb{i}.mp4", [red, blue], frames_each=3 + i % 3
+        )
+        colour_video(
+            root / "labelled" / "blue_then_red" / f"br{i}.mp4", [blue, red], frames_each=3 + i % 3
+        )
+        tone_file(
+            root / "labelled" / "beep" / f"b{i}.wav", seconds=0.5 + 0.1 * i, freq=400 + 50 * i
+        )
+    tone_file(root / "unlabelled" / "mystery.flac", seconds=0.8, freq=500)
+    corrupt_file(root / "unlabelled" / "broken.mp4")

@@ -14,36 +14,10 @@ import pytest
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
 from tests.conftest import pipeline_env
-from tests.media_factory import colour_video, corrupt_file, tone_file
+from tests.media_factory import small_corpus
+from tests.processes import stpipe
 
 pytestmark = pytest.mark.slow
-
-
-def stpipe(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **pipeline_env(settings), "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"stpipe {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def _corpus(root: Path) -> None:
-    """Order-only video classes (red->blue vs blue->red) and audio classes (up vs down)."""
-    for i in range(6):
-        red, blue = (230 - 6 * i, 30, 30), (30, 30, 230 - 6 * i)  # every clip unique content
-        colour_video(
-            root / "labelled" / "red_then_blue" / f"rb{i}.mp4", [red, blue], frames_each=3 + i % 3
-        )
-        colour_video(
-            root / "labelled" / "blue_then_red" / f"br{i}.mp4", [blue, red], frames_each=3 + i % 3
-        )
-        tone_file(
-            root / "labelled" / "beep" / f"b{i}.wav", seconds=0.5 + 0.1 * i, freq=400 + 50 * i
-        )
-    tone_file(root / "unlabelled" / "mystery.flac", seconds=0.8, freq=500)
-    corrupt_file(root / "unlabelled" / "broken.mp4")
 
 
 def _snapshot(settings: Settings) -> dict[str, Any]:
@@ -63,7 +37,7 @@ def _snapshot(settings: Settings) -> dict[str, Any]:
 def test_cli_runs_every_stage_and_a_second_run_changes_nothing(
     tmp_path: Path, settings: Settings
 ) -> None:
-    _corpus(tmp_path / "media")
+    small_corpus(tmp_path / "media")
     stages = [
         ("ingest", str(tmp_path / "media" / "labelled"), "--labelled"),
         ("ingest", str(tmp_path / "media" / "unlabelled")),
