@@ -40,7 +40,7 @@ lint: $(VENV)/.synced
 	$(BIN)/mypy pipeline dags
 
 bench: $(VENV)/.synced
-	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd; do \
+	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest; do \
 		../$(BIN)/python $$script.py || exit 1; done
 	$(BIN)/python bench/report.py
 

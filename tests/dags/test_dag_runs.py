@@ -13,7 +13,7 @@ from pipeline.synthetic import generate_demo_corpus
 from pipeline.warehouse import Warehouse
 from tests.conftest import pipeline_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.conftest import pipeline_env
 from tests.media_factory import small_corpus
 from tests.processes import stpipe
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _snapshot(settings: Settings) -> dict[str, Any]:
@@ -125,8 +125,14 @@ def test_models_commands_list_promote_and_roll_back(settings: Settings) -> None:
     assert production() == "v0001"
     stpipe(settings, "models", "promote", "v0002", "--force")
     assert production() == "v0002"
-    stpipe(settings, "models", "rollback")
-    assert production() == "v0001"
+    rolled_back = stpipe(settings, "models", "rollback").stdout
+    assert production() == "v0001" and "scored" in rolled_back
+    with Warehouse.connect(settings.warehouse) as wh:
+        answers = wh.query("SELECT model_version, COUNT(*) AS n FROM latest_predictions GROUP BY 1")
+        ok = len(wh.clips())
+    # After the rollback every clip is answered by the restored model (scored right away),
+    # although the newer v0002 scored them all more recently.
+    assert answers == [{"model_version": "v0001", "n": ok}]
     missing = stpipe(settings, "models", "promote", "v0099", check=False)
     assert missing.returncode == 1 and "no model version 'v0099'" in missing.stderr
     gated = stpipe(settings, "models", "promote", "v0002", check=False)  # the gate decides

@@ -17,7 +17,7 @@ from pipeline.train import TrainParams
 from pipeline.warehouse import Warehouse
 from tests.conftest import DATASETS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 PER_DIGIT = 30
 

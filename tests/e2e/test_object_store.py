@@ -18,7 +18,7 @@ import pytest
 
 from tests.media_factory import colour_video, tone_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

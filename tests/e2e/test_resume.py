@@ -19,7 +19,7 @@ from pipeline.warehouse import Warehouse
 from tests.conftest import pipeline_env
 from tests.feature_factory import temporal_corpus
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TRAIN = ["train", "--epochs", "10", "--patience", "100", "--batch-size", "4"]
 

@@ -36,7 +36,7 @@ from pipeline.synthetic import generate_demo_corpus
 from pipeline.warehouse import Warehouse
 from tests.conftest import REPO, pipeline_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CHAINED_DAGS = ("media_ingest", "feature_extraction", "nightly_scoring")
