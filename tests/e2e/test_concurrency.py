@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.feature_store import FeatureStore
-from pipeline.stages import run_ingest
+from pipeline.stages import run_ingest, run_train
+from pipeline.train import TrainParams
 from pipeline.warehouse import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import small_corpus
@@ -71,7 +72,7 @@ def test_trainings_at_once_get_distinct_versions_and_whole_folders(settings_on: 
 def test_scorings_at_once_leave_one_row_per_clip_and_version(settings_on: Settings) -> None:
     settings = settings_on
     _features(settings, per_class=40)
-    stpipe(settings, "train", "--epochs", "2", "--batch-size", "16", timeout=300)
+    run_train(settings, TrainParams(epochs=2, batch_size=16, seed=settings.seed))
     processes = [start_stpipe(settings, "score", "--run-id", f"run-{i}") for i in range(2)]
     for process in processes:
         finish(process, timeout=300)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.claims import WarehouseClaims, owner_is_dead, process_owner
-from pipeline.cnn import build_embedder
 from pipeline.config import Settings
 from pipeline.extract import extract_features
 from pipeline.feature_store import FeatureStore
@@ -126,6 +125,8 @@ def test_extraction_waits_for_clips_another_run_holds_then_takes_them_over(
             "another-host:boot:1:1",
             stale=lambda owner, when: False,
         )
+        from pipeline.cnn import build_embedder  # TensorFlow: not in the spawned workers above
+
         started = time.monotonic()
         with WarehouseClaims(wh, f"features/{store.settings_hash}", lease_seconds=1.5) as claims:
             summary = extract_features(
