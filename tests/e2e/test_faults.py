@@ -386,6 +386,25 @@ def test_warehouse_lost_mid_scoring_is_a_clear_error_and_the_rerun_completes(
 # A failed write ----------------------------------------------------------------------------
 
 
+def _stpipe_with_file_size_limit(
+    settings: Settings, limit_bytes: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``stpipe ARGS`` with RLIMIT_FSIZE set: any write past ``limit_bytes`` fails with EFBIG,
+    as on a full disk or an exhausted quota (Python ignores SIGXFSZ)."""
+    limited = (
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes},"
+        f" {limit_bytes})); sys.argv = ['stpipe', *{list(args)!r}];"
+        " from pipeline.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", limited],
+        env=stpipe_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_a_failed_feature_write_leaves_nothing_half_written(
@@ -395,17 +414,7 @@ def test_a_failed_feature_write_leaves_nothing_half_written(
     # past 60 kB fail with EFBIG) hits the feature parts only, not a local database file.
     settings = make_settings(warehouse_url=postgres_url)
     _prepare(settings, source_media, ["ingest"])
-    limited = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000)); "
-        "sys.argv = ['stpipe', 'extract']; from pipeline.cli import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", limited],
-        env=stpipe_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _stpipe_with_file_size_limit(settings, 60_000, "extract")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot write feature part" in result.stderr and "Traceback" not in result.stderr
     store = FeatureStore.from_settings(settings)
@@ -426,17 +435,7 @@ def test_a_full_disk_stops_ingest_with_one_clear_line_and_the_rerun_completes(
 ) -> None:
     settings = make_settings(warehouse_url=postgres_url, ingest_workers=1)
     shutil.copytree(source_media, settings.landing_root)
-    limited = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
-        "sys.argv = ['stpipe', 'ingest']; from pipeline.cli import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", limited],
-        env=stpipe_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _stpipe_with_file_size_limit(settings, 20_000, "ingest")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ingest stopped: cannot write to disk (File too large" in result.stderr
     assert "Traceback" not in result.stderr
