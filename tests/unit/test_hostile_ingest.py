@@ -54,10 +54,16 @@ class _Ingested:
     outside: Path
 
 
-@pytest.fixture
-def ingested(tmp_path: Path, make_settings: Callable[..., Settings]) -> _Ingested:
-    """The hostile corpus in a landing folder, ingested once."""
-    settings = make_settings(landing_dir=str(tmp_path / "landing"), **CORPUS_SETTINGS)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ingested(
+    request: pytest.FixtureRequest, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> _Ingested:
+    """The hostile corpus in a landing folder, ingested once into a SQLite or a PostgreSQL
+    warehouse (names that are not UTF-8 must be storable in both)."""
+    database = {}
+    if request.param == "postgresql":
+        database["warehouse_url"] = request.getfixturevalue("postgres_url")
+    settings = make_settings(landing_dir=str(tmp_path / "landing"), **CORPUS_SETTINGS, **database)
     cases = write_hostile_corpus(tmp_path / "landing", tmp_path / "outside")
     from pipeline.stages import run_ingest
 
