@@ -219,3 +219,31 @@ def test_batcher_feeds_the_cnn_full_batches_across_sequence_boundaries() -> None
     assert all(n % 4 == 0 for n in calls[:-1])  # only the final call may be partial
     for i, images in enumerate(sequences):
         np.testing.assert_allclose(done[i], original(images), rtol=1e-5, atol=1e-5)
+
+
+def test_a_clip_that_raises_anything_is_quarantined_and_the_rest_extracted(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: decoding one clip raises an exception no code path expects (a bug in a
+    # decoder binding, say). Only that clip may suffer.
+    import pipeline.extract
+
+    _small_corpus(tmp_path / "in")
+    run_ingest(settings, str(tmp_path / "in"), labelled=True)
+    victim = _names(settings)["c.wav"]
+    real = pipeline.extract.iter_clip_images
+
+    def flaky(uri: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if victim in uri:
+            raise KeyError("codec table entry 7")
+        return real(uri, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.extract, "iter_clip_images", flaky)
+    summary = run_extract(settings)
+    assert (summary.extracted, summary.quarantined) == (3, 1)
+    with Warehouse.connect(settings.warehouse) as wh:
+        clip = wh.get_clip(victim)
+    assert clip is not None and clip.status == "quarantined"
+    assert clip.error == "KeyError: 'codec table entry 7'"
+    reason = Path(settings.quarantine_root, f"{victim}.reason.txt").read_text()
+    assert "failed during extraction" in reason and "KeyError" in reason

@@ -190,3 +190,29 @@ def test_bad_manifest_is_a_clear_error(tmp_path: Path, settings: Settings) -> No
     manifest.write_text("file,label\nx.wav,a\n")
     with pytest.raises(ConfigError, match="'path' column"):
         run_ingest(settings, manifest=str(manifest))
+
+
+def test_a_file_whose_probe_raises_anything_is_quarantined_and_the_batch_goes_on(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: probing one file raises an exception nothing expects.
+    import pipeline.media
+
+    source = tmp_path / "in"
+    gray_ramp_video(source / "good.mp4")
+    tone_file(source / "odd.wav")
+    tone_file(source / "fine.flac", freq=660)
+    real = pipeline.media.probe_media
+
+    def flaky(uri: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if str(kwargs.get("name", "")).endswith("odd.wav"):
+            raise IndexError("list index out of range")
+        return real(uri, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.media, "probe_media", flaky)
+    summary = run_ingest(settings, str(source))
+    assert (summary.added, summary.quarantined) == (2, 1)
+    rows = {Path(r["uri"]).name: r for r in _rows(settings)}
+    assert rows["odd.wav"]["status"] == "quarantined"
+    assert rows["odd.wav"]["error"] == "IndexError: list index out of range"
+    assert rows["good.mp4"]["status"] == rows["fine.flac"]["status"] == "ok"

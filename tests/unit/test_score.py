@@ -140,3 +140,34 @@ def test_long_clips_get_segment_rows_and_an_averaged_clip_row(settings: Settings
     mean = np.mean([list(json.loads(s["probabilities"]).values()) for s in segments], axis=0)
     assert list(json.loads(clip["probabilities"]).values()) == pytest.approx(list(mean), abs=1e-5)
     assert clip["n_segments"] == 3
+
+
+def test_a_clip_whose_scoring_raises_is_quarantined_and_the_rest_scored(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: predicting one clip raises (say, its features were written by a buggy
+    # build). Its chunk is scored again clip by clip; only that clip is quarantined.
+    import pipeline.datasets
+
+    warehouse = Warehouse.connect(settings.warehouse)
+    labels = temporal_corpus(
+        warehouse, FeatureStore.from_settings(settings), per_class=20, unlabelled=4
+    )
+    run_train(settings, TrainParams(epochs=2))
+    victim = sorted(labels)[3]
+    real = pipeline.datasets.segment_predictions
+
+    def flaky(model, clips, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if any(c.clip_id == victim for c in clips):
+            raise ValueError("shapes (3, 512) and (7,) not aligned")
+        return real(model, clips, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.datasets, "segment_predictions", flaky)
+    summary = run_score(settings, run_id="r", logical_date=WHEN)
+    assert (summary.scored, summary.quarantined) == (43, 1)
+    clip = warehouse.get_clip(victim)
+    assert clip is not None and clip.status == "quarantined"
+    assert clip.error == "ValueError: shapes (3, 512) and (7,) not aligned"
+    scored = {r["clip_id"] for r in warehouse.query("SELECT clip_id FROM predictions")}
+    assert scored == set(labels) - {victim}
+    warehouse.dispose()
