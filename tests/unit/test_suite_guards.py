@@ -56,20 +56,13 @@ def _child() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_fork_after_tensorflow_exits_the_child_at_once() -> None:
+@pytest.mark.parametrize(("start_method", "exit_code"), [("fork", 70), ("spawn", 0)])
+def test_after_tensorflow_a_forked_child_exits_at_once_and_a_spawned_one_runs(
+    start_method: str, exit_code: int
+) -> None:
     import tensorflow  # noqa: F401  (what makes a fork unsafe)
 
-    process = multiprocessing.get_context("fork").Process(target=_child)
+    process = multiprocessing.get_context(start_method).Process(target=_child)
     process.start()
     process.join(60)
-    assert process.exitcode == 70
-
-
-@pytest.mark.timeout(120)
-def test_spawned_children_are_fine_after_tensorflow() -> None:
-    import tensorflow  # noqa: F401
-
-    process = multiprocessing.get_context("spawn").Process(target=_child)
-    process.start()
-    process.join(60)
-    assert process.exitcode == 0
+    assert process.exitcode == exit_code
