@@ -110,7 +110,7 @@ def write_scene_video(
     seed: int = 0,
 ) -> Path:
     """An H.264 MP4 of :func:`moving_scene` (and an AAC tone track if ``audio``); cached."""
-    from pipeline.synthetic import write_video
+    from pipeline.media.synthetic import write_video
 
     if path.exists():
         return path
@@ -133,7 +133,7 @@ def write_scene_video(
 
 def write_tone_audio(path: Path, seconds: float, seed: int = 0) -> Path:
     """A WAV of a few steady notes plus noise (speech-like spectral changes); cached."""
-    from pipeline.synthetic import tone_sequence, write_audio
+    from pipeline.media.synthetic import tone_sequence, write_audio
 
     if path.exists():
         return path

@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    from pipeline.cnn import FrameEmbedder, build_frame_encoder, use_precision
     from pipeline.config import load_settings
-    from pipeline.sequences import SequenceSpec, iter_clip_images
+    from pipeline.features.cnn import FrameEmbedder, build_frame_encoder, use_precision
+    from pipeline.media.sequences import SequenceSpec, iter_clip_images
     from pipeline.stages import run_extract, run_ingest
     from pipeline.tfenv import keras
 
@@ -48,7 +48,7 @@ def main() -> None:
     run_ingest(settings, str(source))
 
     header("pre-decoding the same frames for the bare baseline")
-    from pipeline.media import probe_media
+    from pipeline.media.decode import probe_media
 
     spec = SequenceSpec.from_settings(settings)
     frames = np.concatenate(

@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=96)
     args = parser.parse_args()
 
-    from pipeline.cnn import build_embedder
+    from pipeline.features.cnn import build_embedder
 
     images = np.random.default_rng(0).integers(
         0, 256, (args.frames, args.image_size, args.image_size, 3), dtype=np.uint8

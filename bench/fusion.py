@@ -25,7 +25,7 @@ from common import header, machine, save
 def write_clip(
     path: Path, colours_forward: bool, tones_rising: bool, rng: np.random.Generator
 ) -> None:
-    from pipeline.synthetic import (
+    from pipeline.media.synthetic import (
         DEMO_COLOURS,
         DEMO_NOTE_RATIOS,
         colour_sequence_frames,
@@ -50,7 +50,7 @@ def run_corpus(
 ) -> dict[str, float]:
     from pipeline.config import load_settings
     from pipeline.stages import run_extract, run_ingest, run_train
-    from pipeline.train import TrainParams
+    from pipeline.training.trainer import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-fusion-{name}-"))
     rng = np.random.default_rng(0)

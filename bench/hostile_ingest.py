@@ -67,7 +67,7 @@ def ingest_timed(landing: Path, data: Path) -> tuple[float, dict[str, float], di
     """Ingest ``landing`` into a fresh ``data`` dir, one file at a time. Returns the wall time,
     the seconds each examined file took (by its stored name) and the summary."""
     from pipeline.config import load_settings
-    from pipeline.ingest import discover_media
+    from pipeline.ingest.register import discover_media
     from pipeline.stages import run_ingest
     from tests.hostile_corpus import CORPUS_SETTINGS
 

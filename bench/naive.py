@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=4)
     args = parser.parse_args()
 
-    from pipeline.cnn import build_frame_encoder
     from pipeline.config import load_settings
-    from pipeline.media import probe_media
-    from pipeline.sequences import SequenceSpec, iter_clip_images
+    from pipeline.features.cnn import build_frame_encoder
+    from pipeline.media.decode import probe_media
+    from pipeline.media.sequences import SequenceSpec, iter_clip_images
     from pipeline.stages import run_extract, run_ingest
 
     work = Path(tempfile.mkdtemp(prefix="bench-naive-"))

@@ -23,7 +23,7 @@ from common import REPO, extraction_corpus, header, machine, save
 
 
 def extract(settings, source: Path) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
-    from pipeline.feature_store import FeatureStore
+    from pipeline.features.store import FeatureStore
     from pipeline.stages import run_extract, run_ingest
 
     run_ingest(settings, str(source), labelled=True)
@@ -47,7 +47,7 @@ def main() -> None:
 
     from pipeline.config import load_settings
     from pipeline.stages import run_train
-    from pipeline.train import TrainParams
+    from pipeline.training.trainer import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
     source = work / "corpus" / "unlabelled"

@@ -82,7 +82,7 @@ def model_training() -> None:
         report: dict[str, Any], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         from pipeline.config import load_settings
-        from pipeline.train import candidate_grid
+        from pipeline.training.trainer import candidate_grid
 
         assert params is not None
         base = {
@@ -100,14 +100,14 @@ def model_training() -> None:
     def train_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
         from pipeline.config import load_settings
         from pipeline.stages import run_train
-        from pipeline.train import TrainParams
+        from pipeline.training.trainer import TrainParams
 
         result = run_train(load_settings(), TrainParams(**candidate), promote=False)
         return {**result.as_dict(), "candidate": candidate}
 
     @task(execution_timeout=timedelta(minutes=5))
     def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
-        from pipeline.train import best_candidate
+        from pipeline.training.trainer import best_candidate
 
         best = best_candidate(list(results))
         return {k: best[k] for k in ("model_version", "val_metrics", "metrics", "candidate")}

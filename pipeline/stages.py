@@ -12,23 +12,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
-from pipeline.claims import WarehouseClaims
 from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import ConfigError
-from pipeline.extract import ExtractSummary, extract_features, shard_of
-from pipeline.feature_store import FeatureStore, stores_with_stream
-from pipeline.ingest import IngestSummary, discover_media, ingest_media, read_manifest
-from pipeline.limits import MediaLimits
+from pipeline.extract.engine import ExtractSummary, extract_features, shard_of
+from pipeline.features.store import FeatureStore, stores_with_stream
+from pipeline.ingest.register import IngestSummary, discover_media, ingest_media, read_manifest
+from pipeline.media.limits import MediaLimits
+from pipeline.media.sequences import SequenceSpec
 from pipeline.progress import Progress
-from pipeline.registry import GateDecision, get_model, promotion_gate
-from pipeline.score import ScoreSummary, score_clips
-from pipeline.sequences import SequenceSpec
-from pipeline.train import TrainParams, TrainResult, select_training_set, train_model
-from pipeline.validation import validate_training_data
-from pipeline.warehouse import Warehouse
+from pipeline.registry.gate import GateDecision, get_model, promotion_gate
+from pipeline.scoring.score import ScoreSummary, score_clips
+from pipeline.training.trainer import TrainParams, TrainResult, select_training_set, train_model
+from pipeline.training.validation import validate_training_data
+from pipeline.warehouse.claims import WarehouseClaims
+from pipeline.warehouse.database import Warehouse
 
 if TYPE_CHECKING:
-    from pipeline.cnn import FrameEmbedder
+    from pipeline.features.cnn import FrameEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run_extract(
     }
 
     def make_embedder() -> FrameEmbedder:
-        from pipeline.cnn import build_embedder
+        from pipeline.features.cnn import build_embedder
 
         return build_embedder(
             settings.cnn_weights,

@@ -183,7 +183,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
     """PIPELINE_* variables that reproduce ``settings`` in a subprocess or Airflow task."""
-    from pipeline.demo import settings_env
+    from pipeline.cli.demo import settings_env
 
     return settings_env(settings)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.feature_store import FeatureStore, SegmentFeatures
-from pipeline.ingest import split_for
-from pipeline.warehouse import Warehouse
+from pipeline.features.store import FeatureStore, SegmentFeatures
+from pipeline.ingest.register import split_for
+from pipeline.warehouse.database import Warehouse
 
 
 def temporal_corpus(

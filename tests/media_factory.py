@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.synthetic import write_audio, write_video
+from pipeline.media.synthetic import write_audio, write_video
 
 
 def gray_ramp_video(

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.synthetic import generate_demo_corpus
-from pipeline.warehouse import Warehouse
+from pipeline.media.synthetic import generate_demo_corpus
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -116,7 +116,7 @@ def test_scoring_before_any_model_is_skipped_not_failed(dag_bag: Any, dag_env: S
 def test_training_maps_a_grid_and_promotes_the_best_candidate(
     dag_bag: Any, dag_env: Settings
 ) -> None:
-    from pipeline.feature_store import FeatureStore
+    from pipeline.features.store import FeatureStore
     from tests.feature_factory import temporal_corpus
 
     with Warehouse.connect(dag_env.warehouse) as wh:
@@ -140,7 +140,7 @@ def test_training_maps_a_grid_and_promotes_the_best_candidate(
 
 
 def test_a_worse_candidate_is_kept_out_of_production(dag_bag: Any, dag_env: Settings) -> None:
-    from pipeline.feature_store import FeatureStore
+    from pipeline.features.store import FeatureStore
     from tests.feature_factory import temporal_corpus
 
     with Warehouse.connect(dag_env.warehouse) as wh:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.media_factory import small_corpus
 from tests.processes import stpipe
@@ -103,7 +103,7 @@ def test_help_explains_each_command(settings: Settings) -> None:
 
 
 def test_models_commands_list_promote_and_roll_back(settings: Settings) -> None:
-    from pipeline.feature_store import FeatureStore
+    from pipeline.features.store import FeatureStore
     from tests.feature_factory import temporal_corpus
 
     with Warehouse.connect(settings.warehouse) as wh:

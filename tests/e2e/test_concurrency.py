@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Settings
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.stages import run_ingest, run_train
-from pipeline.train import TrainParams
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams
+from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import small_corpus
 from tests.processes import finish, start_stpipe, stpipe, summary_values

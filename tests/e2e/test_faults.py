@@ -27,10 +27,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import InfrastructureError
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.stages import run_extract, run_ingest, run_score, run_train
-from pipeline.train import TrainParams
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams
+from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import small_corpus
 from tests.processes import start_stpipe, stpipe, stpipe_env
@@ -371,7 +371,7 @@ def test_warehouse_lost_mid_scoring_is_a_clear_error_and_the_rerun_completes(
         segments = wh.query("SELECT clip_id FROM segment_predictions")
         production = wh.production_model()
         assert production is not None
-        from pipeline.registry import clip_predictions
+        from pipeline.registry.gate import clip_predictions
 
         direct = clip_predictions(production, clips, settings.features_root)
     assert (summary.already_scored, summary.scored) == (10, len(clips) - 10)
@@ -394,7 +394,7 @@ def _stpipe_with_file_size_limit(
     limited = (
         f"import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes},"
         f" {limit_bytes})); sys.argv = ['stpipe', *{list(args)!r}];"
-        " from pipeline.cli import main; main()"
+        " from pipeline.cli.app import main; main()"
     )
     return subprocess.run(
         [sys.executable, "-c", limited],

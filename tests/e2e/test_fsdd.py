@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.stages import run_extract, run_ingest, run_score, run_train
-from pipeline.train import TrainParams
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import DATASETS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -107,7 +107,7 @@ def test_pipeline_runs_with_its_data_in_s3(tmp_path: Path, s3_endpoint: dict[str
         k.endswith("metadata.json") for k in keys
     )
     assert not any(".tmp-" in k for k in keys)
-    from pipeline.warehouse import Warehouse
+    from pipeline.warehouse.database import Warehouse
 
     with Warehouse.connect(env["PIPELINE_WAREHOUSE_URL"]) as wh:
         assert wh.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 10

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.feature_store import FeatureStore
-from pipeline.warehouse import Warehouse
+from pipeline.features.store import FeatureStore
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.feature_factory import temporal_corpus
 

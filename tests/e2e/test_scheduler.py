@@ -31,9 +31,9 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.config import Settings
-from pipeline.feature_store import FeatureStore
-from pipeline.synthetic import generate_demo_corpus
-from pipeline.warehouse import Warehouse
+from pipeline.features.store import FeatureStore
+from pipeline.media.synthetic import generate_demo_corpus
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import REPO, pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.claims import WarehouseClaims, owner_is_dead, process_owner
 from pipeline.config import Settings
-from pipeline.extract import extract_features
-from pipeline.feature_store import FeatureStore
-from pipeline.sequences import SequenceSpec
+from pipeline.extract.engine import extract_features
+from pipeline.features.store import FeatureStore
+from pipeline.media.sequences import SequenceSpec
 from pipeline.stages import run_ingest
-from pipeline.warehouse import Warehouse, _as_datetime, utc_now
+from pipeline.warehouse.claims import WarehouseClaims, owner_is_dead, process_owner
+from pipeline.warehouse.database import Warehouse, _as_datetime, utc_now
 from tests.media_factory import tone_file
 
 
@@ -125,7 +125,9 @@ def test_extraction_waits_for_clips_another_run_holds_then_takes_them_over(
             "another-host:boot:1:1",
             stale=lambda owner, when: False,
         )
-        from pipeline.cnn import build_embedder  # TensorFlow: not in the spawned workers above
+        from pipeline.features.cnn import (
+            build_embedder,  # TensorFlow: not in the spawned workers above
+        )
 
         started = time.monotonic()
         with WarehouseClaims(wh, f"features/{store.settings_hash}", lease_seconds=1.5) as claims:

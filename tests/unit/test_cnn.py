@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cnn import FEATURE_DIM, CaffePreprocess, build_embedder, build_frame_encoder
 from pipeline.errors import ConfigError
+from pipeline.features.cnn import FEATURE_DIM, CaffePreprocess, build_embedder, build_frame_encoder
 from pipeline.tfenv import keras
 
 pytestmark = pytest.mark.slow

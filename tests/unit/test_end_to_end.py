@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.stages import run_extract, run_ingest, run_score, run_train
-from pipeline.train import TrainParams
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams
+from pipeline.warehouse.database import Warehouse
 from tests.media_factory import colour_video
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def test_fine_tuning_unfreezes_vgg16(tmp_path: Path, settings: Settings) -> None
     result = run_train(
         settings, TrainParams(epochs=1, batch_size=4, end_to_end=True, cnn_trainable=True)
     )
-    from pipeline.model import load_classifier
+    from pipeline.model.architecture import load_classifier
 
     model = load_classifier(f"{result.model_uri}/model.keras")
     encoder = model.get_layer("video_cnn").layer

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.stages import plan_extraction, run_extract, run_ingest
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.media_factory import colour_video, gray_ramp_video, tone_file
 
@@ -187,11 +187,11 @@ def test_extract_with_no_clips_is_a_no_op(settings: Settings) -> None:
 
 
 def test_batcher_feeds_the_cnn_full_batches_across_sequence_boundaries() -> None:
-    from pipeline.cnn import build_embedder
-    from pipeline.extract import _Batcher, _ClipWork
-    from pipeline.media import Segment
-    from pipeline.sequences import SegmentImages
-    from pipeline.warehouse import ClipRecord
+    from pipeline.extract.engine import _Batcher, _ClipWork
+    from pipeline.features.cnn import build_embedder
+    from pipeline.media.decode import Segment
+    from pipeline.media.sequences import SegmentImages
+    from pipeline.warehouse.database import ClipRecord
 
     embedder = build_embedder("none", 32, "float32", 4, seed=0)
     calls: list[int] = []
@@ -226,19 +226,19 @@ def test_a_clip_that_raises_anything_is_quarantined_and_the_rest_extracted(
 ) -> None:
     # Fault injection: decoding one clip raises an exception no code path expects (a bug in a
     # decoder binding, say). Only that clip may suffer.
-    import pipeline.extract
+    import pipeline.extract.engine
 
     _small_corpus(tmp_path / "in")
     run_ingest(settings, str(tmp_path / "in"), labelled=True)
     victim = _names(settings)["c.wav"]
-    real = pipeline.extract.iter_clip_images
+    real = pipeline.extract.engine.iter_clip_images
 
     def flaky(uri: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         if victim in uri:
             raise KeyError("codec table entry 7")
         return real(uri, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline.extract, "iter_clip_images", flaky)
+    monkeypatch.setattr(pipeline.extract.engine, "iter_clip_images", flaky)
     summary = run_extract(settings)
     assert (summary.extracted, summary.quarantined) == (3, 1)
     with Warehouse.connect(settings.warehouse) as wh:

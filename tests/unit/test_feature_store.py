@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.feature_store import (
+from pipeline.features.store import (
     FeatureStore,
     SegmentFeatures,
     list_settings_folders,

@@ -23,9 +23,9 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.ingest import IngestSummary
+from pipeline.ingest.register import IngestSummary
 from pipeline.text import printable
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.hostile_corpus import (
     BAD_MANIFEST_LABELS,
@@ -388,7 +388,7 @@ import os, sys
 from pathlib import Path
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 from pipeline.errors import MediaError
-from pipeline.media import iter_video_segments, plan_segments, probe_media
+from pipeline.media.decode import iter_video_segments, plan_segments, probe_media
 def peak_mb():
     status = Path("/proc/self/status").read_text().splitlines()
     return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024

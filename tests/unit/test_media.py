@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import MediaError
-from pipeline.media import (
+from pipeline.media.decode import (
     iter_audio_segments,
     iter_video_segments,
     plan_segments,
@@ -15,7 +15,7 @@ from pipeline.media import (
     read_video_frames,
     sample_times,
 )
-from pipeline.synthetic import write_audio, write_video
+from pipeline.media.synthetic import write_audio, write_video
 from tests.conftest import DATASETS
 from tests.media_factory import corrupt_file, gray_ramp_video, tone, tone_file
 

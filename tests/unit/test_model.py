@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.model import (
+from pipeline.model.architecture import (
     build_sequence_head,
     load_classifier,
     model_streams,

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
-from pipeline.datasets import segment_predictions
-from pipeline.feature_store import FeatureStore
-from pipeline.model import build_end_to_end_model, build_sequence_head, head_to_end_to_end
-from pipeline.sequences import SequenceSpec
+from pipeline.features.store import FeatureStore
+from pipeline.media.sequences import SequenceSpec
+from pipeline.model.architecture import (
+    build_end_to_end_model,
+    build_sequence_head,
+    head_to_end_to_end,
+)
+from pipeline.model.inputs import segment_predictions
 from pipeline.stages import run_extract, run_ingest
-from pipeline.train import feature_statistics
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import feature_statistics
+from pipeline.warehouse.database import Warehouse
 from tests.media_factory import colour_video, tone_file
 
 pytestmark = pytest.mark.slow

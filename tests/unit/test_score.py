@@ -10,10 +10,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import NoProductionModelError
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.stages import run_score, run_train
-from pipeline.train import TrainParams
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams
+from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.feature_factory import temporal_corpus
 
@@ -102,7 +102,7 @@ def test_nothing_to_score_loads_no_model_and_no_tensorflow(settings: Settings) -
 
 
 def test_long_clips_get_segment_rows_and_an_averaged_clip_row(settings: Settings) -> None:
-    from pipeline.feature_store import SegmentFeatures
+    from pipeline.features.store import SegmentFeatures
 
     warehouse = Warehouse.connect(settings.warehouse)
     store = FeatureStore.from_settings(settings)
@@ -147,7 +147,7 @@ def test_a_clip_whose_scoring_raises_is_quarantined_and_the_rest_scored(
 ) -> None:
     # Fault injection: predicting one clip raises (say, its features were written by a buggy
     # build). Its chunk is scored again clip by clip; only that clip is quarantined.
-    import pipeline.datasets
+    import pipeline.model.inputs
 
     warehouse = Warehouse.connect(settings.warehouse)
     labels = temporal_corpus(
@@ -155,14 +155,14 @@ def test_a_clip_whose_scoring_raises_is_quarantined_and_the_rest_scored(
     )
     run_train(settings, TrainParams(epochs=2))
     victim = sorted(labels)[3]
-    real = pipeline.datasets.segment_predictions
+    real = pipeline.model.inputs.segment_predictions
 
     def flaky(model, clips, *args, **kwargs):  # type: ignore[no-untyped-def]
         if any(c.clip_id == victim for c in clips):
             raise ValueError("shapes (3, 512) and (7,) not aligned")
         return real(model, clips, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.datasets, "segment_predictions", flaky)
+    monkeypatch.setattr(pipeline.model.inputs, "segment_predictions", flaky)
     summary = run_score(settings, run_id="r", logical_date=WHEN)
     assert (summary.scored, summary.quarantined) == (43, 1)
     clip = warehouse.get_clip(victim)

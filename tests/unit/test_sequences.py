@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import MediaError
-from pipeline.sequences import SequenceSpec, clip_images, iter_clip_images
-from pipeline.synthetic import write_video
+from pipeline.media.sequences import SequenceSpec, clip_images, iter_clip_images
+from pipeline.media.synthetic import write_video
 from tests.media_factory import gray_ramp_video, tone, tone_file
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.spectrogram import (
+from pipeline.media.spectrogram import (
     TOP_DB,
     audio_seconds_needed,
     compute_log_mel,

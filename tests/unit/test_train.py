@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import DataValidationError
-from pipeline.feature_store import FeatureStore, SegmentFeatures
+from pipeline.features.store import FeatureStore, SegmentFeatures
 from pipeline.stages import run_train
-from pipeline.train import TrainParams, class_weights, select_training_set
-from pipeline.warehouse import Warehouse
+from pipeline.training.trainer import TrainParams, class_weights, select_training_set
+from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_nan_features_are_refused(settings: Settings) -> None:
     features = np.ones((3, 512), np.float32)
     features[1, 7] = np.nan
     segment = SegmentFeatures(bad, 0, 1, 0.0, 1.0, "video", {"video": features})
-    from pipeline.feature_store import numpy_to_sequences  # write around write_part's own check
+    from pipeline.features.store import numpy_to_sequences  # write around write_part's own check
 
     table = store._to_table(
         [SegmentFeatures(bad, 0, 1, 0.0, 1.0, "video", {"video": np.ones((3, 512), np.float32)})]

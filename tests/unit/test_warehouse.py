@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.warehouse import Warehouse, split_sql, sql_dir
+from pipeline.warehouse.database import Warehouse, split_sql, sql_dir
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

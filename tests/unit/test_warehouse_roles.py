@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.warehouse import ANALYST_ROLE, WRITER_ROLE, Warehouse
+from pipeline.warehouse.database import ANALYST_ROLE, WRITER_ROLE, Warehouse
 from tests.processes import stpipe
 from tests.unit.test_warehouse import _clip, _prediction, _register
 

@@ -29,9 +29,9 @@ from pipeline.errors import (
     describe,
     infrastructure_problem,
 )
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.progress import NullProgress, Progress
-from pipeline.warehouse import ClipRecord, Warehouse, utc_now
+from pipeline.warehouse.database import ClipRecord, Warehouse, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ def score_clips(
     if not ready:
         return summary
 
-    from pipeline.datasets import segment_predictions
-    from pipeline.model import load_classifier
-    from pipeline.registry import read_metadata
-    from pipeline.sequences import SequenceSpec
+    from pipeline.media.sequences import SequenceSpec
+    from pipeline.model.architecture import load_classifier
+    from pipeline.model.inputs import segment_predictions
+    from pipeline.registry.gate import read_metadata
 
     model = load_classifier(f"{production.model_uri}/model.keras")
     metadata = read_metadata(production)

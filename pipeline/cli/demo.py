@@ -47,8 +47,8 @@ def run_demo(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Generate the corpus, run every stage, print and return the report."""
-    from pipeline.report import pipeline_report, render_report
-    from pipeline.synthetic import generate_demo_corpus
+    from pipeline.media.synthetic import generate_demo_corpus
+    from pipeline.reporting.report import pipeline_report, render_report
 
     console = console or Console()
     if storage.is_remote(settings.data_dir):
@@ -87,7 +87,7 @@ def run_demo(
 
 def _run_stages(settings: Settings, epochs: int) -> dict[str, float]:
     from pipeline.stages import run_extract, run_ingest, run_score, run_train
-    from pipeline.train import TrainParams
+    from pipeline.training.trainer import TrainParams
 
     timings = {}
     started = time.perf_counter()
@@ -116,7 +116,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def dags_folder() -> Path:
-    folder = Path(__file__).resolve().parents[1] / "dags"
+    folder = Path(__file__).resolve().parents[2] / "dags"
     if not folder.is_dir():
         raise ConfigError(
             f"no dags/ folder beside the package ({folder}); run the demo from a checkout of the "

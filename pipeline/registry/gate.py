@@ -21,8 +21,8 @@ import numpy.typing as npt
 from pipeline import storage
 from pipeline.config import join_uri
 from pipeline.errors import ConfigError
-from pipeline.evaluate import classification_metrics
-from pipeline.warehouse import ClipRecord, ModelRecord, Warehouse
+from pipeline.training.evaluation import classification_metrics
+from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ def clip_predictions(
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Mean segment probabilities per clip from a registered model version (clips it cannot read
     are absent)."""
-    from pipeline.datasets import segment_predictions
-    from pipeline.feature_store import FeatureStore
-    from pipeline.model import load_classifier
-    from pipeline.sequences import SequenceSpec
+    from pipeline.features.store import FeatureStore
+    from pipeline.media.sequences import SequenceSpec
+    from pipeline.model.architecture import load_classifier
+    from pipeline.model.inputs import segment_predictions
 
     model = load_classifier(join_uri(record.model_uri, "model.keras"))
     metadata = read_metadata(record)

@@ -38,24 +38,24 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.config import STREAMS, join_uri
-from pipeline.datasets import (
+from pipeline.errors import DataValidationError
+from pipeline.features.store import FEATURE_DIM, FeatureStore
+from pipeline.media.sequences import SequenceSpec
+from pipeline.model.inputs import (
     Split,
     clip_probabilities,
     feature_dataset,
     media_dataset,
     without_clip_ids,
 )
-from pipeline.errors import DataValidationError
-from pipeline.evaluate import (
+from pipeline.training.evaluation import (
     classification_metrics,
     model_card,
     plot_confusion_matrix,
     plot_training_curves,
 )
-from pipeline.feature_store import FEATURE_DIM, FeatureStore
-from pipeline.sequences import SequenceSpec
-from pipeline.validation import validate_training_data
-from pipeline.warehouse import ClipRecord, Warehouse
+from pipeline.training.validation import validate_training_data
+from pipeline.warehouse.database import ClipRecord, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -361,8 +361,8 @@ def _train_new_version(
     """Fit (resuming from the run's checkpoints), evaluate, save, register and gate a new
     version. Its name is reserved in the warehouse first, and its folder appears complete or
     not at all, so trainings running at once never collide."""
-    from pipeline.callbacks import Checkpointer
     from pipeline.tfenv import keras, tf
+    from pipeline.training.checkpoint import Checkpointer
 
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ def _train_new_version(
     state = _load_state(run_dir, fingerprint)
     resumed_from = None
     if state is not None:
-        from pipeline.model import load_classifier
+        from pipeline.model.architecture import load_classifier
 
         model = load_classifier(str(run_dir / state["checkpoint"]), compile=True)
         resumed_from = state["epoch"] + 1
@@ -535,7 +535,7 @@ def _build(
     spec: SequenceSpec,
     cnn_weights: str,
 ) -> Any:
-    from pipeline.model import build_end_to_end_model, build_sequence_head
+    from pipeline.model.architecture import build_end_to_end_model, build_sequence_head
 
     train_ids = [c.clip_id for c in training_set.clips["train"]]
     statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
@@ -579,7 +579,7 @@ def _promote(
     promote: bool | None,
     margin: float,
 ) -> dict[str, Any]:
-    from pipeline.registry import promotion_gate
+    from pipeline.registry.gate import promotion_gate
 
     if promote is False:
         return {"promote": False, "reason": "promotion not requested (--no-promote)"}
@@ -594,7 +594,7 @@ def _promote(
 
 
 def _registered(warehouse: Warehouse, version: str) -> Any:
-    from pipeline.registry import get_model
+    from pipeline.registry.gate import get_model
 
     return get_model(warehouse, version)
 

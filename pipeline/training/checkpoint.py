@@ -13,7 +13,7 @@ import numpy as np
 from pipeline import storage
 from pipeline.tfenv import keras
 
-log = logging.getLogger("pipeline.train")
+log = logging.getLogger("pipeline.training.trainer")
 
 
 class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]

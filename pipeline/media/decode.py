@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.errors import LimitError, MediaError
-from pipeline.limits import MediaLimits
+from pipeline.media.limits import MediaLimits
 from pipeline.text import printable
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from pipeline.warehouse import Warehouse, utc_now
+from pipeline.warehouse.database import Warehouse, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,9 @@ ANALYST_ROLE = "stpipe_analyst"
 
 def sql_dir() -> Path:
     """The ``sql/`` folder: inside the installed wheel, or at the repository root."""
-    packaged = Path(__file__).with_name("sql")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "sql"
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "sql"
+    return packaged if packaged.is_dir() else package.parent / "sql"
 
 
 def utc_now() -> datetime:

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.cnn import FEATURE_DIM, CaffePreprocess, build_frame_encoder
 from pipeline.config import STREAMS
+from pipeline.features.cnn import FEATURE_DIM, CaffePreprocess, build_frame_encoder
 from pipeline.tfenv import keras
 
 LSTM_UNITS = 256

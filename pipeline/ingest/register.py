@@ -41,11 +41,11 @@ from pipeline.errors import (
     describe,
     infrastructure_problem,
 )
-from pipeline.labels import LabelError, label_problem
-from pipeline.limits import MediaLimits
+from pipeline.ingest.labels import LabelError, label_problem
+from pipeline.media.limits import MediaLimits
 from pipeline.progress import NullProgress, Progress
 from pipeline.text import printable
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse.database import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _examine(candidate: Candidate, staging_root: str, limits: MediaLimits) -> _E
     """Copy, hash and probe one file (runs in a worker thread: hashing and FFmpeg release the
     GIL). Problems with the file become the result's ``error``; only infrastructure failures
     raise."""
-    from pipeline.media import probe_media
+    from pipeline.media.decode import probe_media
 
     try:
         staged = storage.stage_copy(

@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.claims import ClaimAll, Claims
 from pipeline.errors import MediaError, describe, infrastructure_problem
-from pipeline.feature_store import FeatureStore, SegmentFeatures, empty_features
-from pipeline.limits import MediaLimits
+from pipeline.features.store import FeatureStore, SegmentFeatures, empty_features
+from pipeline.media.limits import MediaLimits
+from pipeline.media.sequences import SegmentImages, SequenceSpec, iter_clip_images
 from pipeline.progress import NullProgress, Progress
-from pipeline.sequences import SegmentImages, SequenceSpec, iter_clip_images
-from pipeline.warehouse import ClipRecord
+from pipeline.warehouse.claims import ClaimAll, Claims
+from pipeline.warehouse.database import ClipRecord
 
 if TYPE_CHECKING:
-    from pipeline.cnn import FrameEmbedder
+    from pipeline.features.cnn import FrameEmbedder
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataValidationError
-from pipeline.feature_store import FeatureStore
-from pipeline.warehouse import ClipRecord
+from pipeline.features.store import FeatureStore
+from pipeline.warehouse.database import ClipRecord
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.config import Settings
-from pipeline.feature_store import FeatureStore
+from pipeline.features.store import FeatureStore
 from pipeline.text import terminal_safe
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse.database import Warehouse
 
 
 def pipeline_report(settings: Settings) -> dict[str, Any]:

@@ -23,14 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.feature_store import (
+from pipeline.features.store import (
     FEATURE_DIM,
     FeatureStore,
     SegmentFeatures,
     parse_sequence_example,
 )
-from pipeline.sequences import SequenceSpec, iter_clip_images
-from pipeline.warehouse import ClipRecord
+from pipeline.media.sequences import SequenceSpec, iter_clip_images
+from pipeline.warehouse.database import ClipRecord
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def segment_predictions(
     A head reads the segments' features from ``store``; an end-to-end model (``spec`` given)
     decodes the clips' media. Clips without usable segments are absent from the result.
     """
-    from pipeline.model import is_end_to_end, predict_probabilities
+    from pipeline.model.architecture import is_end_to_end, predict_probabilities
 
     result: dict[str, list[tuple[SegmentFeatures, npt.NDArray[np.float32]]]] = {}
     if not is_end_to_end(model):
@@ -236,7 +236,7 @@ def segment_predictions(
         return result
     if spec is None:
         raise ValueError("an end-to-end model needs the sequence spec it was trained with")
-    from pipeline.media import plan_segments
+    from pipeline.media.decode import plan_segments
 
     for clip in clips:
         duration = clip.duration_seconds or 0.0

@@ -41,7 +41,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
 out = Console()
-log = logging.getLogger("pipeline.cli")
+log = logging.getLogger("pipeline.cli.app")
 
 
 class RichProgress:
@@ -209,7 +209,7 @@ app.add_typer(features_app, name="features")
 @features_app.command("list")
 def features_list() -> None:
     """Every cached settings folder: what made it, how many clips and frames, its size."""
-    from pipeline.feature_store import FeatureStore, list_settings_folders
+    from pipeline.features.store import FeatureStore, list_settings_folders
 
     settings = _settings()
     table = Table(title=f"feature cache ({settings.features_root})", title_justify="left")
@@ -251,7 +251,7 @@ def features_verify(
     ] = None,
 ) -> None:
     """Prove that the Parquet and TFRecord copies hold the same numbers (exit 1 if not)."""
-    from pipeline.feature_store import FeatureStore
+    from pipeline.features.store import FeatureStore
 
     settings = _settings()
     store = FeatureStore(settings.features_root, settings_hash or settings.settings_hash)
@@ -309,7 +309,7 @@ def train(
     data and options.
     """
     from pipeline.stages import run_train
-    from pipeline.train import TrainParams
+    from pipeline.training.trainer import TrainParams
 
     settings = _settings()
     try:
@@ -343,7 +343,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Every registered version with its kind, streams, metrics and stage."""
-    from pipeline.warehouse import Warehouse
+    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     table = Table(title="model versions", title_justify="left")
@@ -424,8 +424,8 @@ def models_rollback(
     ] = True,
 ) -> None:
     """Put the previously promoted version back into production."""
-    from pipeline.registry import rollback
-    from pipeline.warehouse import Warehouse
+    from pipeline.registry.gate import rollback
+    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     with Warehouse.connect(settings.warehouse) as warehouse:
@@ -485,7 +485,7 @@ def score(
 @app.command()
 def status() -> None:
     """What the warehouse holds: clips, quarantined files, models, predictions per label."""
-    from pipeline.report import pipeline_report, render_report
+    from pipeline.reporting.report import pipeline_report, render_report
 
     settings = _settings()
     try:
@@ -527,7 +527,7 @@ def demo(
     Unless set in the environment, the demo uses PIPELINE_CNN_WEIGHTS=none and
     PIPELINE_IMAGE_SIZE=64 so it needs no download and runs in minutes on a laptop CPU.
     """
-    from pipeline.demo import DEMO_DEFAULTS, run_demo
+    from pipeline.cli.demo import DEMO_DEFAULTS, run_demo
 
     overrides = {
         k: v for k, v in DEMO_DEFAULTS.items() if f"PIPELINE_{k.upper()}" not in os.environ
@@ -567,7 +567,7 @@ def warehouse_roles(
     Passwords come from PIPELINE_WAREHOUSE_WRITER_PASSWORD and
     PIPELINE_WAREHOUSE_ANALYST_PASSWORD; then point PIPELINE_WAREHOUSE_URL at stpipe_writer.
     """
-    from pipeline.warehouse import Warehouse
+    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     try:

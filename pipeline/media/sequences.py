@@ -24,10 +24,10 @@ import numpy.typing as npt
 
 from pipeline.config import Settings
 from pipeline.errors import MediaError
-from pipeline.limits import MediaLimits
+from pipeline.media.limits import MediaLimits
 
 if TYPE_CHECKING:
-    from pipeline.media import Segment
+    from pipeline.media.decode import Segment
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def iter_clip_images(
         MediaError: the clip (its video, or an audio file) cannot be decoded, or it is over a
             limit (:class:`~pipeline.errors.LimitError`).
     """
-    from pipeline import media
+    from pipeline.media import decode as media
 
     limits = limits or MediaLimits()
     wanted = [s for s in spec.streams_for(modality) if streams is None or s in streams]
@@ -130,7 +130,8 @@ def iter_clip_images(
 
 
 def _audio_images(uri: str, segments: list[Segment], spec: SequenceSpec) -> Iterator[SegmentImages]:
-    from pipeline import media, spectrogram
+    from pipeline.media import decode as media
+    from pipeline.media import spectrogram
 
     for segment, samples in media.iter_audio_segments(uri, segments, spec.sample_rate):
         if not np.all(np.isfinite(samples)):
@@ -154,7 +155,7 @@ def _audio_of_video_images(
 ) -> Iterator[SegmentImages]:
     """A video's audio track; a missing or broken track gives empty sequences, not an error
     (the video frames are the clip's main content)."""
-    from pipeline import media
+    from pipeline.media import decode as media
 
     empty = np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
     done = 0

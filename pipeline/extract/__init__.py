@@ -1,0 +1,2 @@
+"""Stage 2, extract: decode each clip, run the frozen CNN once per image, write the feature
+store."""

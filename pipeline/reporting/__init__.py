@@ -1,0 +1,1 @@
+"""The analysts' daily HTML report (queries in :mod:`pipeline.warehouse`)."""
