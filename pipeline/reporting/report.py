@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
@@ -12,46 +13,30 @@ from pipeline.config import Settings
 from pipeline.features.store import FeatureStore
 from pipeline.text import terminal_safe
 from pipeline.warehouse.database import Warehouse
+from pipeline.warehouse.reports import LabelTally
 
 
 def pipeline_report(settings: Settings) -> dict[str, Any]:
     """Counts, the production model, held-out accuracy and predictions per label, as a dict."""
     with Warehouse.connect(settings.warehouse) as warehouse:
-        clips = warehouse.query(
-            "SELECT status, COALESCE(modality, '-') AS modality, COUNT(*) AS n,"
-            " SUM(CASE WHEN label IS NOT NULL THEN 1 ELSE 0 END) AS labelled"
-            " FROM media_files GROUP BY status, COALESCE(modality, '-')"
-            " ORDER BY status, modality"
-        )
-        quarantined = warehouse.query(
-            "SELECT uri, error FROM media_files WHERE status = 'quarantined' ORDER BY uri"
-        )
+        clips = warehouse.clip_tallies()
+        quarantined = sorted(warehouse.clips(status="quarantined"), key=lambda c: c.uri)
         production = warehouse.production_model()
-        per_label: list[dict[str, Any]] = []
+        per_label: list[LabelTally] = []
         held_out: dict[str, Any] = {}
         if production is not None:
-            per_label = warehouse.query(
-                "SELECT predicted_label, COUNT(*) AS clips, AVG(confidence) AS mean_confidence"
-                " FROM predictions WHERE model_version = :v"
-                " GROUP BY predicted_label ORDER BY predicted_label",
-                {"v": production.model_version},
-            )
-            rows = warehouse.query(
-                "SELECT COUNT(*) AS n,"
-                " SUM(CASE WHEN p.predicted_label = m.label THEN 1 ELSE 0 END) AS correct"
-                " FROM predictions p JOIN media_files m ON m.clip_id = p.clip_id"
-                " WHERE p.model_version = :v AND m.split = 'test' AND m.label IS NOT NULL",
-                {"v": production.model_version},
-            )
-            n, correct = int(rows[0]["n"] or 0), int(rows[0]["correct"] or 0)
-            held_out = {"clips": n, "accuracy": round(correct / n, 4) if n else None}
-        unlabelled_scored = warehouse.query(
-            "SELECT COUNT(*) AS n FROM latest_predictions WHERE true_label IS NULL"
-        )[0]["n"]
+            per_label = warehouse.label_tallies(production.model_version)
+            score = warehouse.held_out_score(production.model_version)
+            accuracy = score.accuracy
+            held_out = {
+                "clips": score.clips,
+                "accuracy": None if accuracy is None else round(accuracy, 4),
+            }
+        unlabelled_scored = warehouse.unlabelled_clips_scored()
     store = FeatureStore.from_settings(settings)
     return {
-        "clips": clips,
-        "quarantined": quarantined,
+        "clips": [asdict(c) for c in clips],
+        "quarantined": [{"uri": c.uri, "error": c.error} for c in quarantined],
         "production_model": None
         if production is None
         else {
@@ -62,8 +47,8 @@ def pipeline_report(settings: Settings) -> dict[str, Any]:
             "settings_hash": production.settings_hash,
         },
         "held_out": held_out,
-        "predictions_per_label": per_label,
-        "unlabelled_clips_scored": int(unlabelled_scored or 0),
+        "predictions_per_label": [asdict(t) for t in per_label],
+        "unlabelled_clips_scored": unlabelled_scored,
         "features": store.stats(),
         "locations": {
             "data dir": settings.data_dir,
@@ -80,7 +65,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     for column in ("status", "modality", "clips", "labelled"):
         clips.add_column(column)
     for row in report["clips"]:
-        clips.add_row(row["status"], row["modality"], str(row["n"]), str(row["labelled"]))
+        modality = row["modality"] or "-"  # a clip that never probed has none
+        clips.add_row(row["status"], modality, str(row["clips"]), str(row["labelled"]))
     console.print(clips)
 
     if report["quarantined"]:

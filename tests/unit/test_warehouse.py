@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,16 +12,23 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.warehouse import connection
 from pipeline.warehouse.database import Warehouse, split_sql, sql_dir
+from pipeline.warehouse.reports import ClipTally, HeldOutScore, LabelTally
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty warehouse: a new SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'w.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    wh = Warehouse.connect(url)
+        return f"sqlite:///{tmp_path / 'w.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
+    wh = Warehouse.connect(warehouse_url)
     yield wh
     wh.dispose()
 
@@ -88,7 +97,8 @@ def test_quarantine_and_filters(warehouse: Warehouse) -> None:
     assert [c.clip_id for c in warehouse.clips(labelled=True)] == ["a"]
     [bad] = warehouse.clips(status="quarantined")
     assert bad.error == "decode failed at frame 3"
-    assert warehouse.clip_counts() == {"ok": 2, "quarantined": 1}
+    every = warehouse.clips(status=None)
+    assert Counter(c.status for c in every) == {"ok": 2, "quarantined": 1}
 
 
 def test_sources_are_upserted_by_uri(warehouse: Warehouse) -> None:
@@ -109,6 +119,10 @@ def test_registry_promotion_keeps_one_production_model(warehouse: Warehouse) -> 
     assert warehouse.models()[0].streams == ["video"]
     assert stages == {"v0001": "archived", "v0002": "production"}
     assert warehouse.model_with_fingerprint("f-v0001").model_version == "v0001"  # type: ignore[union-attr]
+    v2 = warehouse.model("v0002")
+    assert v2 is not None and (v2.model_version, v2.stage) == ("v0002", "production")
+    assert v2.metrics == {"accuracy": 0.9} and v2.class_names == ["a", "b"]
+    assert warehouse.model("v9999") is None
     with pytest.raises(ConfigError, match="not registered"):
         warehouse.promote_model("v9999")
 
@@ -187,6 +201,92 @@ def test_predictions_upsert_and_views_follow_the_production_model(warehouse: War
         ("2026-11-27", "v0001", "a", 3),
         ("2026-11-28", "v0002", "b", 1),
     ]
+
+
+def test_report_counts_clips_labels_and_held_out_accuracy(warehouse: Warehouse) -> None:
+    warehouse.add_clip(_clip("v1", label="a", split="test"))
+    warehouse.add_clip(_clip("v2", label="a", split="test"))
+    warehouse.add_clip(_clip("v3", label="b"))
+    warehouse.add_clip(_clip("s1", modality="audio"))
+    warehouse.add_clip(_clip("s2", modality="audio"))
+    warehouse.add_clip(_clip("bad", modality=None, status="quarantined", error="no streams"))
+    warehouse.quarantine_clip("v3", "decode failed")
+    assert warehouse.clip_tallies() == [
+        ClipTally("ok", "audio", clips=2, labelled=0),
+        ClipTally("ok", "video", clips=2, labelled=2),
+        ClipTally("quarantined", "video", clips=1, labelled=1),
+        ClipTally("quarantined", None, clips=1, labelled=0),
+    ]
+
+    _register(warehouse, "v0001")
+    _register(warehouse, "v0002")
+    day = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+    warehouse.upsert_predictions(
+        [
+            _prediction("v1", "v0001", "a", 0.9, day),
+            _prediction("v2", "v0001", "b", 0.6, day),
+            _prediction("s1", "v0001", "b", 0.8, day),
+            _prediction("v1", "v0002", "b", 0.7, day),
+        ]
+    )
+    assert warehouse.unlabelled_clips_scored() == 0  # no production model yet
+    warehouse.promote_model("v0001")
+    assert warehouse.label_tallies("v0001") == [
+        LabelTally("a", clips=1, mean_confidence=pytest.approx(0.9)),
+        LabelTally("b", clips=2, mean_confidence=pytest.approx(0.7)),
+    ]
+    score = warehouse.held_out_score("v0001")
+    assert (score.clips, score.correct, score.accuracy) == (2, 1, 0.5)
+    assert warehouse.held_out_score("v0002").accuracy == 0.0
+    assert warehouse.held_out_score("v9999") == HeldOutScore(clips=0, correct=0)
+    assert warehouse.held_out_score("v9999").accuracy is None
+    assert warehouse.label_tallies("v9999") == []
+    assert warehouse.unlabelled_clips_scored() == 1  # s1; s2 was never scored
+
+
+def _migrations_up_to(version: str, folder: Path) -> Path:
+    """A copy of the migrations numbered ``version`` and below: the schema of an older release."""
+    folder.mkdir()
+    for path in sql_dir().glob("*.sql"):
+        if path.name[:3] <= version:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_migration_007_drops_test_accuracy_and_keeps_every_model_and_prediction(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    older = _migrations_up_to("006", tmp_path / "sql-006")
+    monkeypatch.setattr(connection, "sql_dir", lambda: older)
+    with Warehouse.connect(warehouse_url) as wh:
+        wh.add_clip(_clip("c1", label="a"))
+        with wh.engine.begin() as conn:  # a version registered by the release before 007
+            conn.execute(
+                sa.text(
+                    "INSERT INTO model_versions (model_version, model_uri, settings_hash,"
+                    " fingerprint, class_names, metrics, test_accuracy, stage, created_at,"
+                    " streams) VALUES ('v0001', '/models/v0001', 'h', 'f', '[\"a\", \"b\"]',"
+                    " '{\"accuracy\": 0.75}', 0.75, 'candidate', :t, '[\"video\"]')"
+                ),
+                {"t": datetime(2026, 11, 27, tzinfo=UTC)},
+            )
+        wh.promote_model("v0001")
+        when = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+        wh.upsert_predictions([_prediction("c1", "v0001", "a", 0.9, when)])
+        monkeypatch.undo()
+
+        assert wh.migrate() == ["007"]
+        [row] = wh.query("SELECT * FROM model_versions")
+        assert "test_accuracy" not in row and row["model_version"] == "v0001"
+        model = wh.model("v0001")
+        assert model is not None and model.metrics == {"accuracy": 0.75}
+        [seen] = wh.query("SELECT clip_id, model_version FROM production_predictions")
+        assert seen == {"clip_id": "c1", "model_version": "v0001"}
+        _register(wh, "v0002")  # registering no longer names the column
+        assert [m.model_version for m in wh.models()] == ["v0001", "v0002"]
+        assert wh.migrate() == []
 
 
 def test_bad_url_is_a_config_error() -> None:

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.warehouse import connection
 from pipeline.warehouse.database import ANALYST_ROLE, WRITER_ROLE, Warehouse
 from tests.processes import stpipe
-from tests.unit.test_warehouse import _clip, _prediction, _register
+from tests.unit.test_warehouse import _clip, _migrations_up_to, _prediction, _register
 
 #: A quote and a backslash: the password is a literal in the DDL and must be escaped.
 WRITER_PASSWORD = "writer-'quoted'\\pass"
@@ -175,6 +176,46 @@ def test_analyst_can_change_nothing_even_in_a_read_write_transaction(roles_url: 
         [model] = admin.models()
         assert model.model_uri == "/models/v0001"
         assert admin.get_clip("c1") is not None
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_writer_upgrades_a_warehouse_set_up_before_migration_007_and_the_analyst_still_reads(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = _migrations_up_to("006", tmp_path / "sql-006")
+    monkeypatch.setattr(connection, "sql_dir", lambda: older)
+    admin = Warehouse.connect(postgres_url)
+    try:
+        admin.ensure_roles(WRITER_PASSWORD, ANALYST_PASSWORD)
+    finally:
+        admin.dispose()
+    writer = Warehouse.connect(_as_role(postgres_url, WRITER_ROLE))
+    try:
+        _register(writer, "v0001")
+        monkeypatch.undo()
+        assert writer.migrate() == ["007"]  # the writer owns model_versions: it may alter it
+    finally:
+        writer.dispose()
+
+    analyst = sa.create_engine(_as_role(postgres_url, ANALYST_ROLE))
+    try:
+        with analyst.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM model_versions")).mappings().all()
+        with analyst.connect() as conn:
+            conn.execute(sa.text("SET TRANSACTION READ WRITE"))
+            with pytest.raises(sa.exc.DBAPIError) as denied:
+                conn.execute(sa.text("DELETE FROM model_versions"))
+    finally:
+        analyst.dispose()
+    assert [r["model_version"] for r in rows] == ["v0001"]
+    assert "test_accuracy" not in rows[0]
+    assert _sqlstate(denied.value) == INSUFFICIENT_PRIVILEGE
+
+    admin = Warehouse.connect(postgres_url)
+    try:  # setting the roles up again after the upgrade still works
+        admin.ensure_roles(WRITER_PASSWORD, ANALYST_PASSWORD)
     finally:
         admin.dispose()
 
