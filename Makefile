@@ -10,13 +10,15 @@ LINT_PATHS := pipeline dags tests $(wildcard bench)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help demo test test-fast lint format bench clean clean-data
+.PHONY: help demo test test-fast lint check pre-commit-install format bench clean clean-data
 
 help:
 	@echo "make demo       synthetic video+audio corpus through the four Airflow DAGs, then a summary"
 	@echo "make test       the whole test suite (SQLite + PostgreSQL on 127.0.0.1:5432)"
 	@echo "make test-fast  unit tests only"
-	@echo "make lint       ruff + mypy"
+	@echo "make lint       ruff (AIR rules) + ruff format --check + mypy --strict"
+	@echo "make check      lint, then the whole test suite (what CI runs)"
+	@echo "make pre-commit-install  run the lint checks on every git commit"
 	@echo "make bench      the benchmarks, then docs/benchmarks.md (about 40 minutes on 2 cores)"
 	@echo "make clean-data remove ./data (the demo's outputs)"
 
@@ -38,6 +40,12 @@ lint: $(VENV)/.synced
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy pipeline dags
+
+# Lint first: it takes seconds, the suite takes minutes.
+check: lint test
+
+pre-commit-install: $(VENV)/.synced
+	$(BIN)/pre-commit install
 
 bench: $(VENV)/.synced
 	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest; do \
