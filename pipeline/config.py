@@ -21,17 +21,20 @@ Defaults for the sequences each clip becomes:
 
 Features are cached per *stream* (video frames, audio windows): each stream has a hash of the
 settings that change its numbers, so changing, say, ``n_mels`` recomputes audio features only.
+Which settings those are is declared once, by a :class:`Changes` mark on the field; the stream
+views (:attr:`Settings.video_sampling`, :attr:`Settings.audio_framing`), the stream hashes, the
+feature-store folder name and ``SequenceSpec`` are all derived from the marks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -42,12 +45,80 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.features.identity import encoder_identity, short_hash
 
-#: Bump when the extraction code changes the numbers it writes for the same settings.
-EXTRACTOR_VERSION = 2
 STREAMS = ("video", "audio")
 
 Precision = Literal["float32", "bfloat16", "auto"]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Marks a :class:`Settings` field whose value changes the cached features.
+
+    Attributes:
+        streams: the streams whose feature values the field changes. ``()``: it changes only
+            which rows a feature folder holds, so only :attr:`Settings.settings_hash`.
+        hashed_as: ``None`` for a field that shapes the image sequences: it is hashed as is,
+            under its own name, and is a field of the streams' views (:class:`VideoSampling`,
+            :class:`AudioFraming`) and of ``SequenceSpec``. Otherwise the field changes the
+            encoder, and this names the item of :meth:`Settings.stream_settings` that carries
+            its effect (the weights id, the resolved precision).
+    """
+
+    streams: tuple[str, ...] = ()
+    hashed_as: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """How each segment becomes video frames: the fields marked ``Changes`` with ``'video'``."""
+
+    image_size: int
+    segment_seconds: float
+    frames_per_segment: int
+    max_frames: int
+
+    @property
+    def frames_per_sequence(self) -> int:
+        """Frames sampled per segment: ``frames_per_segment``, capped by ``max_frames``."""
+        return min(self.frames_per_segment, self.max_frames)
+
+    def hashed(self) -> dict[str, Any]:
+        """The items of the video stream's settings that come from this view."""
+        items = asdict(self)
+        # The video hash has always carried the capped frame count under the name
+        # frames_per_segment, and not max_frames (a cap above frames_per_segment changes no
+        # frame); existing feature folders are named by that payload.
+        del items["max_frames"]
+        items["frames_per_segment"] = self.frames_per_sequence
+        return items
+
+
+@dataclass(frozen=True)
+class AudioFraming:
+    """How each segment's audio becomes spectrogram images: the fields marked ``Changes`` with
+    ``'audio'``."""
+
+    image_size: int
+    segment_seconds: float
+    max_frames: int
+    sample_rate: int
+    n_mels: int
+    mel_window_ms: float
+    mel_hop_ms: float
+    audio_window_seconds: float
+    audio_hop_seconds: float
+
+    def hashed(self) -> dict[str, Any]:
+        """The items of the audio stream's settings that come from this view."""
+        return asdict(self)
+
+
+_VIEWS: dict[str, type[VideoSampling] | type[AudioFraming]] = {
+    "video": VideoSampling,
+    "audio": AudioFraming,
+}
 
 
 class Settings(BaseSettings):
@@ -62,28 +133,55 @@ class Settings(BaseSettings):
     warehouse_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/warehouse.db."
     )
-    cnn_weights: str = Field(
+    cnn_weights: Annotated[str, Changes(STREAMS, hashed_as="cnn_weights")] = Field(
         "imagenet", description="'imagenet', 'none' (seeded random init) or a weights file path."
     )
-    image_size: int = Field(224, description="CNN input rows = cols, in pixels (>= 32).")
-    cnn_precision: Precision = Field("float32", description="float32, bfloat16 or auto.")
+    image_size: Annotated[int, Changes(STREAMS)] = Field(
+        224, description="CNN input rows = cols, in pixels (>= 32)."
+    )
+    cnn_precision: Annotated[Precision, Changes(STREAMS, hashed_as="precision")] = Field(
+        "float32", description="float32, bfloat16 or auto."
+    )
     cnn_batch_size: int = Field(32, description="Frames per VGG-16 forward batch.")
-    segment_seconds: float = Field(10.0, description="Clips longer than this become segments.")
-    frames_per_segment: int = Field(16, description="Video frames sampled uniformly per segment.")
-    max_frames: int = Field(64, description="Longest sequence (frames or audio windows) kept.")
-    audio_of_video: bool = Field(True, description="Also extract the audio track of videos.")
-    sample_rate: int = Field(16000, description="Audio is resampled to this rate, in Hz.")
-    n_mels: int = Field(64, description="Mel bands in the log-mel spectrogram.")
-    mel_window_ms: float = Field(25.0, description="STFT analysis window, milliseconds.")
-    mel_hop_ms: float = Field(10.0, description="STFT hop, milliseconds.")
-    audio_window_seconds: float = Field(0.32, description="Spectrogram image width, seconds.")
-    audio_hop_seconds: float = Field(0.16, description="Step between spectrogram images, seconds.")
+    segment_seconds: Annotated[float, Changes(STREAMS)] = Field(
+        10.0, description="Clips longer than this become segments."
+    )
+    frames_per_segment: Annotated[int, Changes(("video",))] = Field(
+        16, description="Video frames sampled uniformly per segment."
+    )
+    max_frames: Annotated[int, Changes(STREAMS)] = Field(
+        64, description="Longest sequence (frames or audio windows) kept."
+    )
+    audio_of_video: Annotated[bool, Changes()] = Field(
+        True, description="Also extract the audio track of videos."
+    )
+    sample_rate: Annotated[int, Changes(("audio",))] = Field(
+        16000, description="Audio is resampled to this rate, in Hz."
+    )
+    n_mels: Annotated[int, Changes(("audio",))] = Field(
+        64, description="Mel bands in the log-mel spectrogram."
+    )
+    mel_window_ms: Annotated[float, Changes(("audio",))] = Field(
+        25.0, description="STFT analysis window, milliseconds."
+    )
+    mel_hop_ms: Annotated[float, Changes(("audio",))] = Field(
+        10.0, description="STFT hop, milliseconds."
+    )
+    audio_window_seconds: Annotated[float, Changes(("audio",))] = Field(
+        0.32, description="Spectrogram image width, seconds."
+    )
+    audio_hop_seconds: Annotated[float, Changes(("audio",))] = Field(
+        0.16, description="Step between spectrogram images, seconds."
+    )
     decode_workers: int = Field(2, description="Threads decoding media while the CNN runs.")
     extract_clips_per_shard: int = Field(
         200, description="Pending clips per feature_extraction task (Airflow mapping)."
     )
     extract_max_shards: int = Field(8, description="Most parallel feature_extraction tasks.")
-    seed: int = Field(1337, description="Seed for random CNN init, splits of training, shuffles.")
+    # Changes the features only through the weights id of random init (cnn_weights="none").
+    seed: Annotated[int, Changes(STREAMS, hashed_as="cnn_weights")] = Field(
+        1337, description="Seed for random CNN init, splits of training, shuffles."
+    )
     ingest_workers: int = Field(2, description="Files hashed and probed at once by ingest.")
     score_chunk_clips: int = Field(
         512, description="Clips scored per model call and per warehouse transaction."
@@ -251,54 +349,68 @@ class Settings(BaseSettings):
             )
         return "sha256:" + file_sha256(path)
 
-    def stream_settings(self, stream: str) -> dict[str, Any]:
-        """Everything that changes the numbers the extractor writes for one stream."""
-        common = {
-            "extractor_version": EXTRACTOR_VERSION,
-            "cnn": "vgg16-gap",
-            "cnn_weights": self.cnn_weights_id,
-            "image_size": self.image_size,
-            "precision": self.resolved_precision(),
-            "segment_seconds": self.segment_seconds,
+    @classmethod
+    def feature_marks(cls) -> dict[str, Changes]:
+        """The fields that change the cached features, with their :class:`Changes` marks."""
+        return {
+            name: mark
+            for name, info in cls.model_fields.items()
+            for mark in info.metadata
+            if isinstance(mark, Changes)
         }
-        if stream == "video":
-            return {**common, "frames_per_segment": min(self.frames_per_segment, self.max_frames)}
-        if stream == "audio":
-            return {
-                **common,
-                "sample_rate": self.sample_rate,
-                "n_mels": self.n_mels,
-                "mel_window_ms": self.mel_window_ms,
-                "mel_hop_ms": self.mel_hop_ms,
-                "audio_window_seconds": self.audio_window_seconds,
-                "audio_hop_seconds": self.audio_hop_seconds,
-                "max_frames": self.max_frames,
-            }
-        raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+
+    def sequence_settings(self) -> dict[str, Any]:
+        """The marked fields that shape a clip's image sequences (all but the encoder's), by
+        field name: what ``SequenceSpec`` holds."""
+        return {
+            name: getattr(self, name)
+            for name, mark in self.feature_marks().items()
+            if mark.hashed_as is None
+        }
+
+    @property
+    def video_sampling(self) -> VideoSampling:
+        return VideoSampling(**self._stream_shape("video"))
+
+    @property
+    def audio_framing(self) -> AudioFraming:
+        return AudioFraming(**self._stream_shape("audio"))
+
+    def _stream_shape(self, stream: str) -> dict[str, Any]:
+        marks = self.feature_marks()
+        return {
+            name: value
+            for name, value in self.sequence_settings().items()
+            if stream in marks[name].streams
+        }
+
+    def stream_settings(self, stream: str) -> dict[str, Any]:
+        """Everything that changes the numbers the extractor writes for one stream: which
+        encoder computes them, and the stream's view of the fields marked for it."""
+        if stream not in _VIEWS:
+            raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+        view = _VIEWS[stream](**self._stream_shape(stream))
+        return {**encoder_identity(self.cnn_weights_id, self.resolved_precision()), **view.hashed()}
 
     def stream_hash(self, stream: str) -> str:
-        return _short_hash(self.stream_settings(stream))
+        return short_hash(self.stream_settings(stream))
 
     def feature_settings(self) -> dict[str, Any]:
         """What a feature-store folder holds: both streams' settings and their hashes."""
-        return {
-            "video_hash": self.stream_hash("video"),
-            "audio_hash": self.stream_hash("audio"),
-            "audio_of_video": self.audio_of_video,
-            "video": self.stream_settings("video"),
-            "audio": self.stream_settings("audio"),
-        }
+        return {**self._folder_identity(), **{s: self.stream_settings(s) for s in STREAMS}}
 
     @property
     def settings_hash(self) -> str:
         """Names the feature-store folder: the stream hashes plus what combines them."""
-        settings = self.feature_settings()
-        return _short_hash({k: settings[k] for k in ("video_hash", "audio_hash", "audio_of_video")})
+        return short_hash(self._folder_identity())
 
-
-def _short_hash(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    def _folder_identity(self) -> dict[str, Any]:
+        """The stream hashes and the fields marked as changing no stream (which rows exist)."""
+        combining = {name for name, mark in self.feature_marks().items() if not mark.streams}
+        return {
+            **{f"{s}_hash": self.stream_hash(s) for s in STREAMS},
+            **{name: getattr(self, name) for name in sorted(combining)},
+        }
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ConfigError
+from pipeline.features.identity import FEATURE_DIM
 from pipeline.tfenv import keras, tf
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 512
 #: ImageNet channel means in BGR order, as keras.applications.vgg16.preprocess_input uses.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 

@@ -45,10 +45,10 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import StoreError, describe
+from pipeline.features.identity import FEATURE_DIM
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 512
 _SEQUENCE = pa.list_(pa.list_(pa.float32(), FEATURE_DIM))
 PARQUET_SCHEMA = pa.schema(
     [

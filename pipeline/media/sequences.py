@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """The settings that shape a clip's image sequences."""
+    """The settings that shape a clip's image sequences: exactly the fields of
+    :meth:`Settings.sequence_settings` (those marked ``Changes`` in :mod:`pipeline.config`, less
+    the encoder's), so a newly marked setting reaches the decoders or fails loudly here.
+
+    Model metadata stores ``asdict(spec)`` and reads it back with ``SequenceSpec(**d)``."""
 
     image_size: int
     segment_seconds: float
@@ -50,19 +54,7 @@ class SequenceSpec:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SequenceSpec:
-        return cls(
-            image_size=settings.image_size,
-            segment_seconds=settings.segment_seconds,
-            frames_per_segment=settings.frames_per_segment,
-            max_frames=settings.max_frames,
-            sample_rate=settings.sample_rate,
-            n_mels=settings.n_mels,
-            mel_window_ms=settings.mel_window_ms,
-            mel_hop_ms=settings.mel_hop_ms,
-            audio_window_seconds=settings.audio_window_seconds,
-            audio_hop_seconds=settings.audio_hop_seconds,
-            audio_of_video=settings.audio_of_video,
-        )
+        return cls(**settings.sequence_settings())
 
     def streams_for(self, modality: str) -> tuple[str, ...]:
         """The streams a clip of ``modality`` has under these settings."""

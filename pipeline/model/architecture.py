@@ -19,7 +19,8 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.config import STREAMS
-from pipeline.features.cnn import FEATURE_DIM, CaffePreprocess, build_frame_encoder
+from pipeline.features.cnn import CaffePreprocess, build_frame_encoder
+from pipeline.features.identity import FEATURE_DIM
 from pipeline.tfenv import keras
 
 LSTM_UNITS = 256

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
+from pipeline.features.identity import FEATURE_DIM
 from pipeline.features.store import (
-    FEATURE_DIM,
     FeatureStore,
     SegmentFeatures,
     parse_sequence_example,

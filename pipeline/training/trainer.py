@@ -39,7 +39,8 @@ import numpy.typing as npt
 from pipeline import storage
 from pipeline.config import STREAMS, join_uri
 from pipeline.errors import DataValidationError
-from pipeline.features.store import FEATURE_DIM, FeatureStore
+from pipeline.features.identity import FEATURE_DIM
+from pipeline.features.store import FeatureStore
 from pipeline.media.sequences import SequenceSpec
 from pipeline.model.inputs import (
     Split,

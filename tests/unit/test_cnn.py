@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.features.cnn import FEATURE_DIM, CaffePreprocess, build_embedder, build_frame_encoder
+from pipeline.features.cnn import CaffePreprocess, build_embedder, build_frame_encoder
+from pipeline.features.identity import FEATURE_DIM
 from pipeline.tfenv import keras
 
 pytestmark = pytest.mark.slow

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import STREAMS, AudioFraming, Settings, VideoSampling, load_settings
 from pipeline.errors import ConfigError
 
 
@@ -152,3 +154,157 @@ def test_remote_data_dir_needs_a_warehouse_url() -> None:
     assert settings.features_root == "s3://bucket/stpipe/features"
     with pytest.raises(ConfigError, match="PIPELINE_WAREHOUSE_URL"):
         _ = settings.warehouse
+
+
+#: Stands for a weights file the test writes in its tmp dir (a path must name an existing file).
+WEIGHTS_FILE = "<weights file>"
+
+#: Another valid value (or several) for EVERY field of Settings, none of them the default. A new
+#: field needs a line here: deciding it is also deciding whether it changes the features (then it
+#: gets a Changes(...) mark in pipeline/config.py).
+ALTERNATIVES: dict[str, tuple[Any, ...]] = {
+    "data_dir": ("/elsewhere/data",),
+    "landing_dir": ("/elsewhere/landing",),
+    "warehouse_url": ("postgresql+psycopg://u@h/db",),
+    "cnn_weights": ("none", WEIGHTS_FILE),
+    "image_size": (64,),
+    "cnn_precision": ("bfloat16",),
+    "cnn_batch_size": (8,),
+    "segment_seconds": (5.0,),
+    "frames_per_segment": (8,),
+    "max_frames": (8,),  # below frames_per_segment, so it caps the video frames too
+    "audio_of_video": (False,),
+    "sample_rate": (8000,),
+    "n_mels": (32,),
+    "mel_window_ms": (30.0,),
+    "mel_hop_ms": (5.0,),
+    "audio_window_seconds": (0.5,),
+    "audio_hop_seconds": (0.08,),
+    "decode_workers": (7,),
+    "extract_clips_per_shard": (50,),
+    "extract_max_shards": (2,),
+    "seed": (7,),
+    "ingest_workers": (5,),
+    "score_chunk_clips": (64,),
+    "max_file_bytes": (1024**3,),
+    "max_duration_seconds": (60.0,),
+    "max_frame_pixels": (1920 * 1080,),
+    "max_fps": (60.0,),
+    "min_sample_rate": (8000,),
+    "max_sample_rate": (48_000,),
+    "min_bytes_per_second": (0.0,),
+    "max_streams": (4,),
+    "max_segments_per_clip": (10,),
+    "claim_lease_seconds": (5.0,),
+    "promotion_margin": (0.01,),
+}
+
+#: Fields whose effect on the features shows only on top of another setting: the seed makes the
+#: weights only when they are randomly initialised.
+BASE_FOR: dict[str, dict[str, Any]] = {"seed": {"cnn_weights": "none"}}
+
+
+def _value(alternative: Any, tmp_path: Path) -> Any:
+    if alternative != WEIGHTS_FILE:
+        return alternative
+    weights = tmp_path / "vgg.weights.h5"
+    weights.write_bytes(b"pretend weights")
+    return str(weights)
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_every_setting_changes_exactly_the_hashes_its_mark_names(tmp_path: Path, name: str) -> None:
+    if name not in ALTERNATIVES:
+        pytest.fail(
+            f"Settings.{name} has no alternative value in ALTERNATIVES ({__file__}): add one, and "
+            "if the field changes feature values mark it with Changes(...) in pipeline/config.py"
+        )
+    mark = Settings.feature_marks().get(name)
+    changes = mark.streams if mark else ()
+    base_values = {"data_dir": str(tmp_path), **BASE_FOR.get(name, {})}
+    base = Settings(**base_values)
+    for alternative in ALTERNATIVES[name]:
+        value = _value(alternative, tmp_path)
+        changed = Settings(**{**base_values, name: value})
+        assert getattr(changed, name) != getattr(base, name), f"{name}={value!r} is the default"
+        for stream in STREAMS:
+            stream_changed = changed.stream_hash(stream) != base.stream_hash(stream)
+            assert stream_changed == (stream in changes), (
+                f"{name}={value!r} {'changes' if stream_changed else 'does not change'} the "
+                f"{stream} hash, but its mark is {mark}"
+            )
+        folder_changed = changed.settings_hash != base.settings_hash
+        assert folder_changed == (mark is not None), (
+            f"{name}={value!r} {'changes' if folder_changed else 'does not change'} "
+            f"settings_hash, but its mark is {mark}"
+        )
+
+
+@pytest.mark.parametrize("weights", ["imagenet", WEIGHTS_FILE])
+def test_seed_changes_no_hash_when_the_weights_do_not_come_from_it(
+    tmp_path: Path, weights: str
+) -> None:
+    cnn_weights = _value(weights, tmp_path)
+    base = Settings(data_dir=str(tmp_path), cnn_weights=cnn_weights)
+    reseeded = Settings(data_dir=str(tmp_path), cnn_weights=cnn_weights, seed=7)
+    assert reseeded.feature_settings() == base.feature_settings()
+    assert reseeded.settings_hash == base.settings_hash
+
+
+def test_max_frames_reaches_the_video_hash_only_as_a_cap(tmp_path: Path) -> None:
+    base = Settings(data_dir=str(tmp_path), frames_per_segment=16, max_frames=64)
+    longer = Settings(data_dir=str(tmp_path), frames_per_segment=16, max_frames=100)
+    assert longer.stream_hash("video") == base.stream_hash("video")  # still 16 frames
+    assert longer.stream_hash("audio") != base.stream_hash("audio")
+    assert longer.video_sampling.frames_per_sequence == 16
+    assert Settings(frames_per_segment=16, max_frames=5).video_sampling.frames_per_sequence == 5
+
+
+def test_default_hashes_still_name_the_feature_folders_on_disk() -> None:
+    # Feature caches already written are named by these digits; a change here recomputes every
+    # user's features, so it must be deliberate (bump EXTRACTOR_VERSION instead of drifting).
+    default = Settings()
+    assert default.stream_hash("video") == "5101529ed2a0de9f"
+    assert default.stream_hash("audio") == "1f07e7f0edfbd8ca"
+    assert default.settings_hash == "f9835aaf7b2f7b3c"
+    other = Settings(
+        image_size=64,
+        frames_per_segment=80,
+        max_frames=20,
+        n_mels=40,
+        cnn_precision="bfloat16",
+        audio_of_video=False,
+        segment_seconds=5.0,
+        mel_hop_ms=5.0,
+        audio_hop_seconds=0.08,
+        sample_rate=8000,
+    )
+    assert other.stream_hash("video") == "87cd1ab3c5ae9625"
+    assert other.stream_hash("audio") == "36c31dd17d731074"
+    assert other.settings_hash == "c91a5dcc7d5b9375"
+    random_init = Settings(cnn_weights="none", seed=7)
+    assert random_init.settings_hash == "43e3402b78fd1b6e"
+
+
+@pytest.mark.parametrize(("stream", "view"), [("video", VideoSampling), ("audio", AudioFraming)])
+def test_stream_views_hold_exactly_the_fields_marked_to_shape_their_stream(
+    stream: str, view: type
+) -> None:
+    marked = {
+        name
+        for name, mark in Settings.feature_marks().items()
+        if stream in mark.streams and mark.hashed_as is None
+    }
+    assert {f.name for f in fields(view)} == marked
+
+
+def test_encoder_marks_name_items_of_every_stream_settings() -> None:
+    encoder_marks = {m.hashed_as for m in Settings.feature_marks().values() if m.hashed_as}
+    assert encoder_marks == {"cnn_weights", "precision"}
+    for stream in STREAMS:
+        assert encoder_marks <= set(Settings().stream_settings(stream))
+
+
+def test_unknown_stream_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown stream 'smell'"):
+        Settings().stream_settings("smell")

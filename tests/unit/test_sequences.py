@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,22 @@ def test_audio_of_video_can_be_switched_off(tmp_path: Path, make_settings) -> No
 def test_unknown_modality_is_a_media_error(tmp_path: Path, settings: Settings) -> None:
     with pytest.raises(MediaError, match="unknown modality"):
         clip_images(str(tmp_path / "x"), "smell", SequenceSpec.from_settings(settings))
+
+
+def test_sequence_spec_holds_exactly_the_settings_marked_to_shape_sequences(
+    settings: Settings,
+) -> None:
+    spec = SequenceSpec.from_settings(settings)
+    assert {f.name for f in fields(SequenceSpec)} == set(settings.sequence_settings())
+    assert asdict(spec) == {
+        **asdict(settings.video_sampling),
+        **asdict(settings.audio_framing),
+        "audio_of_video": settings.audio_of_video,
+    }
+
+
+def test_sequence_spec_round_trips_through_model_metadata(make_settings) -> None:  # type: ignore[no-untyped-def]
+    spec = SequenceSpec.from_settings(make_settings(n_mels=40, audio_of_video=False))
+    assert SequenceSpec(**asdict(spec)) == spec
+    written_before_audio_of_video = {k: v for k, v in asdict(spec).items() if k != "audio_of_video"}
+    assert SequenceSpec(**written_before_audio_of_video).audio_of_video is True
