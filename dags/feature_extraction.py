@@ -51,7 +51,7 @@ def feature_extraction() -> None:
 
     @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=10))
     def summarize_extraction(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-        from pipeline.extract.engine import combine_summaries
+        from pipeline.extract import combine_summaries
 
         return combine_summaries(list(summaries))
 

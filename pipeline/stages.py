@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import ConfigError
-from pipeline.extract.engine import ExtractSummary, extract_features, shard_of
+from pipeline.extract import ExtractSummary, extract_features, shard_of
 from pipeline.features.store import FeatureStore, stores_with_stream
 from pipeline.ingest.register import IngestSummary, discover_media, ingest_media, read_manifest
 from pipeline.media.limits import MediaLimits

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.extract.engine import extract_features
+from pipeline.extract import extract_features
 from pipeline.features.store import FeatureStore
 from pipeline.media.sequences import SequenceSpec
 from pipeline.stages import run_ingest

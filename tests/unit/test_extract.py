@@ -187,7 +187,8 @@ def test_extract_with_no_clips_is_a_no_op(settings: Settings) -> None:
 
 
 def test_batcher_feeds_the_cnn_full_batches_across_sequence_boundaries() -> None:
-    from pipeline.extract.engine import _Batcher, _ClipWork
+    from pipeline.extract.engine import ClipWork, _Batcher
+    from pipeline.extract.plan import ClipPlan
     from pipeline.features.cnn import build_embedder
     from pipeline.media.decode import Segment
     from pipeline.media.sequences import SegmentImages
@@ -209,7 +210,7 @@ def test_batcher_feeds_the_cnn_full_batches_across_sequence_boundaries() -> None
         batches_per_call=1,
     )
     clip = ClipRecord("c" * 64, "/x", "/x", "video", None, "train", "ok", None, 1.0)
-    work = _ClipWork(clip, ("video",), {})
+    work = ClipWork(ClipPlan(clip, ("video",), {}))
     rng = np.random.default_rng(0)
     sequences = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (3, 5, 2, 7)]
     for i, images in enumerate(sequences):
