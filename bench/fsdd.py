@@ -61,7 +61,7 @@ def main() -> None:
 
     from pipeline.config import load_settings
     from pipeline.stages import run_extract, run_ingest, run_train
-    from pipeline.training.trainer import TrainParams
+    from pipeline.training.params import TrainParams
 
     work = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="bench-fsdd-"))
     work.mkdir(parents=True, exist_ok=True)

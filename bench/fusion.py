@@ -50,7 +50,7 @@ def run_corpus(
 ) -> dict[str, float]:
     from pipeline.config import load_settings
     from pipeline.stages import run_extract, run_ingest, run_train
-    from pipeline.training.trainer import TrainParams
+    from pipeline.training.params import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-fusion-{name}-"))
     rng = np.random.default_rng(0)

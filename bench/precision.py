@@ -47,7 +47,7 @@ def main() -> None:
 
     from pipeline.config import load_settings
     from pipeline.stages import run_train
-    from pipeline.training.trainer import TrainParams
+    from pipeline.training.params import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
     source = work / "corpus" / "unlabelled"

@@ -40,7 +40,7 @@ def main() -> None:
 
     from pipeline.config import load_settings
     from pipeline.stages import run_extract, run_ingest, run_train
-    from pipeline.training.trainer import TrainParams
+    from pipeline.training.params import TrainParams
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     settings = load_settings(

@@ -25,6 +25,11 @@ from typing import Any
 from _shared import DEFAULT_ARGS, MODELS, START_DATE
 from airflow.sdk import Param, dag, task
 
+from pipeline.training.params import param_schema
+
+#: Hyper-parameters a run sets (defaults, bounds and help come from TrainParams).
+TRAINING_PARAMS = ("epochs", "batch_size", "learning_rate", "patience", "streams", "end_to_end")
+
 
 @dag(
     dag_id="model_training",
@@ -36,24 +41,17 @@ from airflow.sdk import Param, dag, task
     tags=["stpipe", "training"],
     doc_md=__doc__,
     params={
-        "epochs": Param(40, type="integer", minimum=1, maximum=1000, description="Most epochs."),
-        "batch_size": Param(
-            32, type="integer", minimum=1, maximum=4096, description="Segments per batch."
-        ),
-        "learning_rate": Param(
-            0.002, type="number", exclusiveMinimum=0, maximum=1, description="Nadam learning rate."
-        ),
-        "patience": Param(8, type="integer", minimum=0, description="Early-stopping patience."),
-        "streams": Param(
-            "auto",
-            enum=["auto", "video", "audio", "both"],
-            description="Feature streams the model reads: auto = whatever the data has.",
-        ),
-        "end_to_end": Param(
-            False,
-            type="boolean",
-            description="Train the seed's TimeDistributed(VGG-16) model on decoded media.",
-        ),
+        **{
+            name: Param(**param_schema(name))
+            for name in (
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "patience",
+                "streams",
+                "end_to_end",
+            )
+        },
         "grid": Param(
             {},
             type="object",
@@ -82,7 +80,7 @@ def model_training() -> None:
         report: dict[str, Any], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         from pipeline.config import load_settings
-        from pipeline.training.trainer import candidate_grid
+        from pipeline.training.tuning import candidate_grid
 
         assert params is not None
         base = {
@@ -100,14 +98,14 @@ def model_training() -> None:
     def train_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
         from pipeline.config import load_settings
         from pipeline.stages import run_train
-        from pipeline.training.trainer import TrainParams
+        from pipeline.training.params import TrainParams
 
         result = run_train(load_settings(), TrainParams(**candidate), promote=False)
         return {**result.as_dict(), "candidate": candidate}
 
     @task(execution_timeout=timedelta(minutes=5))
     def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
-        from pipeline.training.trainer import best_candidate
+        from pipeline.training.tuning import best_candidate
 
         best = best_candidate(list(results))
         return {k: best[k] for k in ("model_version", "val_metrics", "metrics", "candidate")}

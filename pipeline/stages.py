@@ -20,9 +20,13 @@ from pipeline.ingest.register import IngestSummary, discover_media, ingest_media
 from pipeline.media.limits import MediaLimits
 from pipeline.media.sequences import SequenceSpec
 from pipeline.progress import Progress
-from pipeline.registry.gate import GateDecision, get_model, promotion_gate
+from pipeline.registry.gate import GateDecision, promotion_gate
+from pipeline.registry.promotion import PromotionMode, promote_version, promotion_mode
+from pipeline.registry.versions import get_model
 from pipeline.scoring.score import ScoreSummary, score_clips
-from pipeline.training.trainer import TrainParams, TrainResult, select_training_set, train_model
+from pipeline.training.job import TrainingJob, TrainResult
+from pipeline.training.params import TrainParams
+from pipeline.training.selection import select_training_set
 from pipeline.training.validation import validate_training_data
 from pipeline.warehouse.claims import WarehouseClaims
 from pipeline.warehouse.database import Warehouse
@@ -166,22 +170,22 @@ def run_train(
     settings: Settings, params: TrainParams | None = None, *, promote: bool | None = None
 ) -> TrainResult:
     """Train a model on the current settings' features, register it, and promote it if asked
-    (``promote=True``) or if it passes the promotion gate (``promote=None``)."""
+    (``promote=True``), never (``False``), or if it passes the promotion gate (``None``)."""
+    job = TrainingJob(
+        models_root=settings.models_root,
+        runs_root=settings.runs_root,
+        feature_settings=settings.feature_settings(),
+        sequence_spec=SequenceSpec.from_settings(settings),
+        cnn_weights=settings.cnn_weights,
+        params=params or TrainParams(seed=settings.seed),
+        promotion=promotion_mode(promote),
+        promotion_margin=settings.promotion_margin,
+    )
+    from pipeline.training.trainer import train_model  # TensorFlow
+
     store = FeatureStore.from_settings(settings)
     with Warehouse.connect(settings.warehouse) as warehouse:
-        return train_model(
-            warehouse.clips(status="ok", labelled=True),
-            store,
-            warehouse,
-            models_root=settings.models_root,
-            runs_root=settings.runs_root,
-            feature_settings=settings.feature_settings(),
-            sequence_spec=SequenceSpec.from_settings(settings),
-            cnn_weights=settings.cnn_weights,
-            params=params or TrainParams(seed=settings.seed),
-            promote=promote,
-            promotion_margin=settings.promotion_margin,
-        )
+        return train_model(warehouse.clips(status="ok", labelled=True), store, warehouse, job)
 
 
 def run_validate(
@@ -221,12 +225,19 @@ def run_gate(settings: Settings, model_version: str) -> GateDecision:
         )
 
 
-def run_promote(settings: Settings, model_version: str) -> None:
-    """Make ``model_version`` the production model."""
+def run_promote(
+    settings: Settings, model_version: str, mode: PromotionMode = "force"
+) -> GateDecision:
+    """Make ``model_version`` the production model: at once (``force``) or if it passes the
+    gate (``gate``). Returns the decision."""
     with Warehouse.connect(settings.warehouse) as warehouse:
-        get_model(warehouse, model_version)
-        warehouse.promote_model(model_version)
-    log.info("%s promoted to production", model_version)
+        return promote_version(
+            warehouse,
+            get_model(warehouse, model_version),
+            mode=mode,
+            features_root=settings.features_root,
+            margin=settings.promotion_margin,
+        )
 
 
 def run_score(

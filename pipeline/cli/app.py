@@ -28,6 +28,8 @@ from rich.text import Text
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
 from pipeline.text import terminal_safe
+from pipeline.training.params import DEFAULTS, TrainParams, param_help
+from pipeline.warehouse.database import ModelRecord
 
 app = typer.Typer(
     help=(
@@ -265,33 +267,27 @@ def features_verify(
 
 @app.command()
 def train(
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 40,
-    batch_size: Annotated[int, typer.Option(help="Segments per training batch.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Nadam learning rate.")] = 0.002,
-    patience: Annotated[int, typer.Option(help="Epochs without val-loss progress.")] = 8,
-    streams: Annotated[
-        str,
-        typer.Option(help="Streams the model reads: auto (what the data has), video, audio, both."),
-    ] = "auto",
-    lstm_units: Annotated[int, typer.Option(help="LSTM width (the seed's 256).")] = 256,
-    dropout: Annotated[float, typer.Option(help="Dropout after the LSTM and Dense layers.")] = 0.0,
+    epochs: Annotated[int, typer.Option(help=param_help("epochs"))] = DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help=param_help("batch_size"))] = DEFAULTS.batch_size,
+    learning_rate: Annotated[
+        float, typer.Option(help=param_help("learning_rate"))
+    ] = DEFAULTS.learning_rate,
+    patience: Annotated[int, typer.Option(help=param_help("patience"))] = DEFAULTS.patience,
+    streams: Annotated[str, typer.Option(help=param_help("streams"))] = DEFAULTS.streams,
+    lstm_units: Annotated[int, typer.Option(help=param_help("lstm_units"))] = DEFAULTS.lstm_units,
+    dropout: Annotated[float, typer.Option(help=param_help("dropout"))] = DEFAULTS.dropout,
     end_to_end: Annotated[
-        bool,
-        typer.Option(
-            "--end-to-end",
-            help="Train the seed's TimeDistributed(VGG-16) end-to-end model on frames decoded "
-            "from the media, instead of the head on cached features.",
-        ),
-    ] = False,
+        bool, typer.Option("--end-to-end", help=param_help("end_to_end"))
+    ] = DEFAULTS.end_to_end,
     cnn_trainable: Annotated[
-        bool, typer.Option("--cnn-trainable", help="Fine-tune VGG-16 (with --end-to-end).")
-    ] = False,
+        bool, typer.Option("--cnn-trainable", help=param_help("cnn_trainable"))
+    ] = DEFAULTS.cnn_trainable,
     class_weights: Annotated[
-        str, typer.Option(help="auto (balance skewed labels), on or off.")
-    ] = "auto",
+        str, typer.Option(help=param_help("class_weights"))
+    ] = DEFAULTS.class_weights,
     min_clips_per_class: Annotated[
-        int, typer.Option(help="Refuse to train when a class has fewer training clips.")
-    ] = 2,
+        int, typer.Option(help=param_help("min_clips_per_class"))
+    ] = DEFAULTS.min_clips_per_class,
     promote: Annotated[
         bool | None,
         typer.Option(
@@ -309,7 +305,6 @@ def train(
     data and options.
     """
     from pipeline.stages import run_train
-    from pipeline.training.trainer import TrainParams
 
     settings = _settings()
     try:
@@ -365,7 +360,7 @@ def models_list() -> None:
             table.add_row(
                 m.model_version,
                 m.stage,
-                str(m.metrics.get("kind", "sequence_head")),
+                _model_kind(m),
                 "+".join(m.streams),
                 str(len(m.class_names)),
                 _num(m.metrics.get("accuracy")),
@@ -394,20 +389,17 @@ def models_promote(
     ] = True,
 ) -> None:
     """Put a version in production (the current one is archived)."""
-    from pipeline.stages import run_gate, run_promote
+    from pipeline.stages import run_promote
 
     settings = _settings()
     try:
-        if check:
-            decision = run_gate(settings, version)
-            _show("promotion gate", decision.as_dict())
-            if not decision.promote:
-                _fail(
-                    PipelineError(f"{version} did not pass the gate; use --force to promote anyway")
-                )
-        run_promote(settings, version)
+        decision = run_promote(settings, version, "gate" if check else "force")
     except PipelineError as exc:
         _fail(exc)
+    if check:
+        _show("promotion gate", decision.as_dict())
+    if not decision.promote:
+        _fail(PipelineError(f"{version} did not pass the gate; use --force to promote anyway"))
     out.print(f"{version} is now in production")
     if score:
         _score_production(settings, "promote")
@@ -424,7 +416,7 @@ def models_rollback(
     ] = True,
 ) -> None:
     """Put the previously promoted version back into production."""
-    from pipeline.registry.gate import rollback
+    from pipeline.registry.versions import rollback
     from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
@@ -453,6 +445,16 @@ def _score_production(settings: Settings, why: str) -> None:
     except PipelineError as exc:
         _fail(exc)
     _show("score", summary.as_dict())
+
+
+def _model_kind(record: ModelRecord) -> str:
+    """The kind recorded in the version's metadata ('?' when its folder cannot be read)."""
+    from pipeline.registry.artifacts import model_kind, read_metadata
+
+    try:
+        return model_kind(read_metadata(record))
+    except (OSError, ValueError):
+        return "?"
 
 
 def _num(value: Any) -> str:

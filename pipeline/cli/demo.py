@@ -87,7 +87,7 @@ def run_demo(
 
 def _run_stages(settings: Settings, epochs: int) -> dict[str, float]:
     from pipeline.stages import run_extract, run_ingest, run_score, run_train
-    from pipeline.training.trainer import TrainParams
+    from pipeline.training.params import TrainParams
 
     timings = {}
     started = time.perf_counter()

@@ -1,5 +1,4 @@
-"""The model registry: versions in the warehouse (``model_versions``) and on disk, the production
-alias, the promotion gate, promotion and rollback.
+"""The promotion gate: may a candidate version replace the production model?
 
 A new version goes to production only when its macro-F1 on the *current* test split is at least
 the production model's macro-F1 on the same clips, plus a configurable margin. Both models are
@@ -9,7 +8,6 @@ trained), on the test clips both can read.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,10 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline import storage
-from pipeline.config import join_uri
-from pipeline.errors import ConfigError
-from pipeline.training.evaluation import classification_metrics
+from pipeline.features.store import FeatureStore
+from pipeline.model.metrics import classification_metrics
+from pipeline.registry.artifacts import load_version
 from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse
 
 log = logging.getLogger(__name__)
@@ -42,34 +39,18 @@ class GateDecision:
         return asdict(self)
 
 
-def read_metadata(record: ModelRecord) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(
-        storage.read_bytes(join_uri(record.model_uri, "metadata.json"))
-    )
-    return result
-
-
 def clip_predictions(
     record: ModelRecord, clips: Sequence[ClipRecord], features_root: str
 ) -> dict[str, npt.NDArray[np.float32]]:
-    """Mean segment probabilities per clip from a registered model version (clips it cannot read
-    are absent)."""
-    from pipeline.features.store import FeatureStore
-    from pipeline.media.sequences import SequenceSpec
-    from pipeline.model.architecture import load_classifier
-    from pipeline.model.inputs import segment_predictions
+    """Averaged probabilities per clip from a registered version (clips it cannot read are
+    absent)."""
+    from pipeline.model.inference import predict_clips
 
-    model = load_classifier(join_uri(record.model_uri, "model.keras"))
-    metadata = read_metadata(record)
-    spec = SequenceSpec(**metadata["sequence_spec"]) if metadata.get("sequence_spec") else None
+    version = load_version(record)
     store = FeatureStore(features_root, record.settings_hash)
-    available = store.clip_ids()
-    readable = [c for c in clips if c.clip_id in available] if spec is None else list(clips)
-    predictions = segment_predictions(model, readable, record.streams, store=store, spec=spec)
-    return {
-        clip_id: np.mean([probs for _, probs in rows], axis=0).astype(np.float32)
-        for clip_id, rows in predictions.items()
-    }
+    return predict_clips(
+        version.model, version.kind, clips, version.streams, store=store, spec=version.spec
+    )
 
 
 def promotion_gate(
@@ -79,7 +60,7 @@ def promotion_gate(
     *,
     margin: float = 0.0,
 ) -> GateDecision:
-    """Decide whether ``candidate`` may replace the production model."""
+    """Decide whether ``candidate`` may replace the production model (promotes nothing)."""
     production = warehouse.production_model()
     if production is None:
         return GateDecision(True, "no production model yet", candidate.model_version, margin=margin)
@@ -131,33 +112,3 @@ def promotion_gate(
     )
     log.info("promotion gate for %s: %s", candidate.model_version, decision.reason)
     return decision
-
-
-def get_model(warehouse: Warehouse, version: str) -> ModelRecord:
-    for record in warehouse.models():
-        if record.model_version == version:
-            return record
-    known = ", ".join(m.model_version for m in warehouse.models()) or "none"
-    raise ConfigError(f"no model version {version!r} (known: {known})")
-
-
-def rollback(warehouse: Warehouse) -> ModelRecord:
-    """Put the previously promoted version back into production."""
-    current = warehouse.production_model()
-    previous = [
-        m
-        for m in warehouse.models()
-        if m.stage == "archived"
-        and m.promoted_at is not None
-        and (current is None or m.model_version != current.model_version)
-    ]
-    if not previous:
-        raise ConfigError("no earlier production model to roll back to")
-    target = max(previous, key=lambda m: str(m.promoted_at))
-    warehouse.promote_model(target.model_version)
-    log.info(
-        "rolled back production from %s to %s",
-        current.model_version if current else None,
-        target.model_version,
-    )
-    return target

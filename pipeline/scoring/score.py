@@ -31,6 +31,7 @@ from pipeline.errors import (
 )
 from pipeline.features.store import FeatureStore
 from pipeline.progress import NullProgress, Progress
+from pipeline.registry.artifacts import load_version
 from pipeline.warehouse.database import ClipRecord, Warehouse, utc_now
 
 log = logging.getLogger(__name__)
@@ -102,15 +103,9 @@ def score_clips(
     if not ready:
         return summary
 
-    from pipeline.media.sequences import SequenceSpec
-    from pipeline.model.architecture import load_classifier
-    from pipeline.model.inputs import segment_predictions
-    from pipeline.registry.gate import read_metadata
+    from pipeline.model.inference import average_segments, predict_segments
 
-    model = load_classifier(f"{production.model_uri}/model.keras")
-    metadata = read_metadata(production)
-    # An end-to-end model decodes the media with the settings it was trained with.
-    spec = SequenceSpec(**metadata["sequence_spec"]) if metadata.get("sequence_spec") else None
+    version = load_version(production)
     names = production.class_names
     scored_at = utc_now()
     stamp = {
@@ -121,7 +116,9 @@ def score_clips(
     }
 
     def predict(chunk: list[ClipRecord]) -> dict[str, Any]:
-        return segment_predictions(model, chunk, streams, store=store, spec=spec)
+        return predict_segments(
+            version.model, version.kind, chunk, streams, store=store, spec=version.spec
+        )
 
     progress.start("score", len(ready), "clips")
     try:
@@ -148,7 +145,7 @@ def score_clips(
                 if not scored_segments:
                     summary.unscorable += clip.clip_id not in failed
                     continue
-                mean = np.mean([probs for _, probs in scored_segments], axis=0)
+                mean = average_segments([probs for _, probs in scored_segments])
                 clip_rows.append(
                     {
                         **stamp,

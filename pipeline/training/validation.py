@@ -2,10 +2,12 @@
 
 Checks, each with a message that says what to do:
 
-* at least two classes in the train split;
 * every class has at least ``min_clips_per_class`` training clips;
-* no clip id in more than one split (train/val/test overlap);
 * no NaN or infinite feature values in any split.
+
+(Fewer than two classes is refused earlier, by
+:func:`pipeline.training.selection.select_training_set`; a clip has exactly one split, so the
+splits cannot overlap.)
 
 The report (per-class clip counts per split, segments, frames per segment per stream) is logged
 and returned, so the CLI and the Airflow task can show it.
@@ -23,11 +25,10 @@ import numpy as np
 
 from pipeline.errors import DataValidationError
 from pipeline.features.store import FeatureStore
+from pipeline.training.selection import SPLITS
 from pipeline.warehouse.database import ClipRecord
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -63,7 +64,6 @@ def validate_training_data(
     store: FeatureStore,
     *,
     min_clips_per_class: int = 2,
-    check_values: bool = True,
 ) -> DataReport:
     """Check the split clips; raise :class:`DataValidationError` listing every problem found.
 
@@ -71,7 +71,7 @@ def validate_training_data(
         clips: per split, the labelled clips that will be used.
         segment_frames: per clip id, per segment, frames per stream.
         streams: streams the model will read.
-        store: where the features are (scanned for NaN / inf when ``check_values``).
+        store: where the features are (scanned for NaN / inf).
         min_clips_per_class: fewest training clips a class may have.
     """
     report = DataReport()
@@ -98,37 +98,21 @@ def validate_training_data(
                 "empty": float(sum(1 for n in counts if not n)),
             }
 
-    train_classes = {label for label, counts in report.classes.items() if counts.get("train")}
-    if len(train_classes) < 2:
-        report.problems.append(
-            f"only {len(train_classes)} class(es) in the train split ({sorted(train_classes)}); a "
-            "classifier needs at least two: ingest labelled media of more classes"
-        )
     for label, per_split in sorted(report.classes.items()):
         if 0 < per_split.get("train", 0) < min_clips_per_class:
             report.problems.append(
                 f"class {label!r} has {per_split['train']} training clip(s), fewer than "
                 f"min_clips_per_class={min_clips_per_class}: add clips or lower the minimum"
             )
-    seen: dict[str, str] = {}
-    for split in SPLITS:
-        for clip in clips.get(split, []):
-            if clip.clip_id in seen and seen[clip.clip_id] != split:
+    ids = [c.clip_id for split_clips in clips.values() for c in split_clips]
+    for stream in streams:
+        for frames in store.iter_stream_frames(ids, stream):
+            if not np.all(np.isfinite(frames)):
                 report.problems.append(
-                    f"clip {clip.clip_id[:12]} is in both {seen[clip.clip_id]} and {split}: splits "
-                    "must not overlap (check manual edits of media_files.split)"
+                    f"{stream} features contain NaN or infinite values: re-extract with "
+                    "`stpipe extract` after deleting the affected feature folder"
                 )
-            seen[clip.clip_id] = split
-    if check_values:
-        ids = [c.clip_id for split_clips in clips.values() for c in split_clips]
-        for stream in streams:
-            for frames in store.iter_stream_frames(ids, stream):
-                if not np.all(np.isfinite(frames)):
-                    report.problems.append(
-                        f"{stream} features contain NaN or infinite values: re-extract with "
-                        "`stpipe extract` after deleting the affected feature folder"
-                    )
-                    break
+                break
     log.info("training data:\n%s", report.describe())
     if report.problems:
         raise DataValidationError("training data refused:\n- " + "\n- ".join(report.problems))

@@ -16,7 +16,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.features.store import FeatureStore
 from pipeline.stages import run_ingest, run_train
-from pipeline.training.trainer import TrainParams
+from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import small_corpus

@@ -29,7 +29,7 @@ from pipeline.config import Settings
 from pipeline.errors import InfrastructureError
 from pipeline.features.store import FeatureStore
 from pipeline.stages import run_extract, run_ingest, run_score, run_train
-from pipeline.training.trainer import TrainParams
+from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import small_corpus

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.stages import run_extract, run_ingest, run_score, run_train
-from pipeline.training.trainer import TrainParams
+from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.conftest import DATASETS
 

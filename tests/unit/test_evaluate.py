@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.training.evaluation import classification_metrics, confusion_matrix
+from pipeline.model.metrics import classification_metrics, confusion_matrix
 
 
 def test_confusion_matrix_rows_are_truth() -> None:

@@ -16,9 +16,9 @@ from pipeline.model.architecture import (
     build_sequence_head,
     head_to_end_to_end,
 )
-from pipeline.model.inputs import segment_predictions
+from pipeline.model.inference import predict_segments
 from pipeline.stages import run_extract, run_ingest
-from pipeline.training.trainer import feature_statistics
+from pipeline.training.statistics import feature_statistics
 from pipeline.warehouse.database import Warehouse
 from tests.media_factory import colour_video, tone_file
 
@@ -50,9 +50,9 @@ def test_frozen_end_to_end_model_equals_head_on_cached_features(
     )
     head_to_end_to_end(head, end_to_end)
 
-    cached = segment_predictions(head, clips, streams, store=store)
-    decoded = segment_predictions(
-        end_to_end, clips, streams, store=None, spec=SequenceSpec.from_settings(settings)
+    cached = predict_segments(head, "sequence_head", clips, streams, store=store)
+    decoded = predict_segments(
+        end_to_end, "end_to_end", clips, streams, spec=SequenceSpec.from_settings(settings)
     )
     assert set(cached) == set(decoded) and cached
     differences = []

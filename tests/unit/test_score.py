@@ -12,7 +12,7 @@ from pipeline.config import Settings
 from pipeline.errors import NoProductionModelError
 from pipeline.features.store import FeatureStore
 from pipeline.stages import run_score, run_train
-from pipeline.training.trainer import TrainParams
+from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.conftest import pipeline_env
 from tests.feature_factory import temporal_corpus
@@ -147,7 +147,7 @@ def test_a_clip_whose_scoring_raises_is_quarantined_and_the_rest_scored(
 ) -> None:
     # Fault injection: predicting one clip raises (say, its features were written by a buggy
     # build). Its chunk is scored again clip by clip; only that clip is quarantined.
-    import pipeline.model.inputs
+    import pipeline.model.inference
 
     warehouse = Warehouse.connect(settings.warehouse)
     labels = temporal_corpus(
@@ -155,14 +155,14 @@ def test_a_clip_whose_scoring_raises_is_quarantined_and_the_rest_scored(
     )
     run_train(settings, TrainParams(epochs=2))
     victim = sorted(labels)[3]
-    real = pipeline.model.inputs.segment_predictions
+    real = pipeline.model.inference.predict_segments
 
-    def flaky(model, clips, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def flaky(model, kind, clips, *args, **kwargs):  # type: ignore[no-untyped-def]
         if any(c.clip_id == victim for c in clips):
             raise ValueError("shapes (3, 512) and (7,) not aligned")
-        return real(model, clips, *args, **kwargs)
+        return real(model, kind, clips, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.model.inputs, "segment_predictions", flaky)
+    monkeypatch.setattr(pipeline.model.inference, "predict_segments", flaky)
     summary = run_score(settings, run_id="r", logical_date=WHEN)
     assert (summary.scored, summary.quarantined) == (43, 1)
     clip = warehouse.get_clip(victim)

@@ -10,7 +10,8 @@ from pipeline.config import Settings
 from pipeline.errors import DataValidationError
 from pipeline.features.store import FeatureStore, SegmentFeatures
 from pipeline.stages import run_train
-from pipeline.training.trainer import TrainParams, class_weights, select_training_set
+from pipeline.training.params import TrainParams
+from pipeline.training.selection import class_weights, select_training_set
 from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 
