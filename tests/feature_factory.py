@@ -20,12 +20,13 @@ def temporal_corpus(
     unlabelled: int = 0,
     stream: str = "video",
     seed: int = 0,
+    part_size: int = 50,
 ) -> dict[str, str]:
     """Two classes with the same frames in opposite orders ('up' = A,B,C,D; 'down' = D,C,B,A).
 
     Frames are non-negative like ReLU features, with noise and random lengths 3-6 frames; every
     clip is one segment of ``stream`` (the other stream empty). Returns clip_id -> label ('' for
-    unlabelled clips).
+    unlabelled clips). ``part_size`` clips go into each feature-store part.
     """
     rng = np.random.default_rng(seed)
     prototypes = rng.gamma(1.0, 1.0, size=(4, 512)).astype(np.float32)
@@ -46,8 +47,8 @@ def temporal_corpus(
         empty = np.zeros((0, 512), np.float32)
         streams = {"video": empty, "audio": empty, stream: features}
         rows.append(SegmentFeatures(clip_id, 0, 1, 0.0, 1.0, modality, streams))
-    for start in range(0, len(rows), 50):
-        store.write_part(rows[start : start + 50])
+    for start in range(0, len(rows), part_size):
+        store.write_part(rows[start : start + part_size])
     return labels
 
 

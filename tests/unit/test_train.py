@@ -190,3 +190,25 @@ def test_an_equal_or_better_model_is_promoted(make_settings) -> None:  # type: i
     better = run_train(settings, TrainParams(epochs=20, patience=5))
     assert better.production and better.gate["promote"] is True
     assert warehouse.production_model().model_version == better.model_version  # type: ignore[union-attr]
+
+
+def test_a_model_depends_on_data_settings_and_seed_not_on_how_features_were_partitioned(
+    make_settings,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    # The same features written as one part (like `stpipe extract`) and as many small shards
+    # (like the mapped feature_extraction DAG) must train bit-identical weights.
+    from pipeline.model.architecture import load_classifier
+
+    weights = []
+    for name, part_size in (("one_part", 1000), ("shards", 7)):
+        settings = make_settings(data_dir=str(tmp_path / name))
+        _, store = _setup(settings, per_class=20, part_size=part_size)
+        assert len(store.parquet_parts()) == (1 if part_size == 1000 else 6)
+        result = run_train(settings, TrainParams(epochs=3, batch_size=8))
+        model = load_classifier(str(Path(result.model_uri) / "model.keras"))
+        weights.append(model.get_weights())
+    one_part, shards = weights
+    assert len(one_part) == len(shards)
+    for a, b in zip(one_part, shards, strict=True):
+        np.testing.assert_array_equal(a, b)
