@@ -19,9 +19,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pipeline.errors import (
     InfrastructureError,
@@ -29,10 +30,13 @@ from pipeline.errors import (
     describe,
     infrastructure_problem,
 )
-from pipeline.features.store import FeatureStore
+from pipeline.features.store import FeatureStore, SegmentFeatures
 from pipeline.progress import NullProgress, Progress
-from pipeline.registry.artifacts import load_version
-from pipeline.warehouse.database import ClipRecord, Warehouse, utc_now
+from pipeline.registry.artifacts import LoadedVersion, load_version, model_kind, read_metadata
+from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse, utc_now
+
+if TYPE_CHECKING:
+    from pipeline.model.inference import SegmentProbabilities
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +91,38 @@ def score_clips(
     if not pending:
         log.info("score: all %d clips already scored by %s", len(clips), production.model_version)
         return summary
-
     store = FeatureStore(features_root, production.settings_hash)
-    streams = production.streams or ["video", "audio"]
+    ready = _clips_with_inputs(pending, production, store, summary)
+    if ready:
+        scorer = _Scorer(load_version(production), store, run_id, logical_date)
+        progress.start("score", len(ready), "clips")
+        try:
+            for start in range(0, len(ready), chunk_clips):
+                scorer.score_chunk(
+                    ready[start : start + chunk_clips], warehouse, summary, quarantine
+                )
+                progress.advance(min(chunk_clips, len(ready) - start))
+        except Exception as exc:
+            problem = infrastructure_problem(exc)
+            if problem is None:
+                raise
+            raise InfrastructureError(
+                f"scoring stopped after {summary.scored} clips: {problem}. The predictions "
+                "written so far are complete; re-run `stpipe score` (or nightly_scoring) once "
+                "fixed and it scores only the rest."
+            ) from exc
+        progress.finish()
+    _log_summary(summary, production)
+    return summary
+
+
+def _clips_with_inputs(
+    pending: list[ClipRecord], production: ModelRecord, store: FeatureStore, summary: ScoreSummary
+) -> list[ClipRecord]:
+    """The pending clips the model can read: all of them for an end-to-end model (it decodes
+    the media), those with features under its settings for a head."""
+    if model_kind(read_metadata(production)) == "end_to_end":
+        return pending
     available = store.clip_ids()
     ready = [c for c in pending if c.clip_id in available]
     summary.missing_features = len(pending) - len(ready)
@@ -100,91 +133,94 @@ def score_clips(
             production.model_version,
             production.settings_hash,
         )
-    if not ready:
-        return summary
+    return ready
 
-    from pipeline.model.inference import average_segments, predict_segments
 
-    version = load_version(production)
-    names = production.class_names
-    scored_at = utc_now()
-    stamp = {
-        "model_version": production.model_version,
-        "scored_at": scored_at,
-        "run_id": run_id,
-        "logical_date": logical_date,
-    }
+class _Scorer:
+    """Scores chunks of clips with one loaded version and writes their rows."""
 
-    def predict(chunk: list[ClipRecord]) -> dict[str, Any]:
-        return predict_segments(
-            version.model, version.kind, chunk, streams, store=store, spec=version.spec
+    def __init__(
+        self,
+        version: LoadedVersion,
+        store: FeatureStore,
+        run_id: str,
+        logical_date: datetime | None,
+    ) -> None:
+        self.version, self.store = version, store
+        self.stamp = {
+            "model_version": version.record.model_version,
+            "scored_at": utc_now(),
+            "run_id": run_id,
+            "logical_date": logical_date,
+        }
+
+    def predict(self, chunk: list[ClipRecord]) -> SegmentProbabilities:
+        from pipeline.model.inference import predict_segments
+
+        v = self.version
+        return predict_segments(v.model, v.kind, chunk, v.streams, store=self.store, spec=v.spec)
+
+    def score_chunk(
+        self,
+        chunk: list[ClipRecord],
+        warehouse: Warehouse,
+        summary: ScoreSummary,
+        quarantine: Callable[[str, str], None] | None,
+    ) -> None:
+        """Predict ``chunk`` and write its rows in one go; segment rows first, so a clip row
+        exists only once its segments do."""
+        by_clip, failed = _predict_isolated(self.predict, chunk, quarantine)
+        summary.quarantined += len(failed)
+        summary.unscorable += sum(
+            1 for c in chunk if c.clip_id not in by_clip and c.clip_id not in failed
         )
+        segment_rows = [self._segment_row(seg, probs) for r in by_clip.values() for seg, probs in r]
+        clip_rows = [self._clip_row(clip_id, rows) for clip_id, rows in by_clip.items() if rows]
+        warehouse.upsert_segment_predictions(segment_rows)
+        summary.scored += warehouse.upsert_predictions(clip_rows)
+        summary.segments += len(segment_rows)
 
-    progress.start("score", len(ready), "clips")
-    try:
-        for start in range(0, len(ready), chunk_clips):
-            chunk = ready[start : start + chunk_clips]
-            by_clip, failed = _predict_isolated(predict, chunk, quarantine)
-            summary.quarantined += len(failed)
-            segment_rows = [
-                {
-                    **stamp,
-                    **_labelled(names, probs),
-                    "clip_id": seg.clip_id,
-                    "segment_index": seg.segment_index,
-                    "n_segments": seg.n_segments,
-                    "start_seconds": seg.start_seconds,
-                    "end_seconds": seg.end_seconds,
-                }
-                for rows in by_clip.values()
-                for seg, probs in rows
-            ]
-            clip_rows = []
-            for clip in chunk:
-                scored_segments = by_clip.get(clip.clip_id)
-                if not scored_segments:
-                    summary.unscorable += clip.clip_id not in failed
-                    continue
-                mean = average_segments([probs for _, probs in scored_segments])
-                clip_rows.append(
-                    {
-                        **stamp,
-                        **_labelled(names, mean),
-                        "clip_id": clip.clip_id,
-                        "n_segments": len(scored_segments),
-                    }
-                )
-            # Segment rows first: a clip row exists only once its segments do.
-            warehouse.upsert_segment_predictions(segment_rows)
-            summary.scored += warehouse.upsert_predictions(clip_rows)
-            summary.segments += len(segment_rows)
-            progress.advance(len(chunk))
-    except Exception as exc:
-        problem = infrastructure_problem(exc)
-        if problem is None:
-            raise
-        raise InfrastructureError(
-            f"scoring stopped after {summary.scored} clips: {problem}. The predictions written "
-            "so far are complete; re-run `stpipe score` (or nightly_scoring) once fixed and it "
-            "scores only the rest."
-        ) from exc
-    progress.finish()
+    def _segment_row(self, seg: SegmentFeatures, probs: npt.NDArray[np.float32]) -> dict[str, Any]:
+        return {
+            **self.stamp,
+            **_labelled(self.version.record.class_names, probs),
+            "clip_id": seg.clip_id,
+            "segment_index": seg.segment_index,
+            "n_segments": seg.n_segments,
+            "start_seconds": seg.start_seconds,
+            "end_seconds": seg.end_seconds,
+        }
+
+    def _clip_row(
+        self, clip_id: str, rows: list[tuple[SegmentFeatures, npt.NDArray[np.float32]]]
+    ) -> dict[str, Any]:
+        from pipeline.model.inference import average_segments
+
+        mean = average_segments([probs for _, probs in rows])
+        return {
+            **self.stamp,
+            **_labelled(self.version.record.class_names, mean),
+            "clip_id": clip_id,
+            "n_segments": len(rows),
+        }
+
+
+def _log_summary(summary: ScoreSummary, production: ModelRecord) -> None:
     if summary.unscorable:
         log.warning(
             "score: %d clips have no %s features for %s",
             summary.unscorable,
-            "/".join(streams),
+            "/".join(production.streams or ["video", "audio"]),
             production.model_version,
         )
     log.info(
         "score: %d clips (%d segments) scored by %s (%d already scored, %d without features)",
         summary.scored,
         summary.segments,
-        production.model_version,
+        summary.model_version,
         summary.already_scored,
         summary.missing_features,
     )
-    return summary
 
 
 def _predict_isolated(
