@@ -48,7 +48,7 @@ def main() -> None:
     run_ingest(settings, str(source))
 
     header("pre-decoding the same frames for the bare baseline")
-    from pipeline.media.decode import probe_media
+    from pipeline.media.probe import probe_media
 
     spec = SequenceSpec.from_settings(settings)
     frames = np.concatenate(

@@ -28,7 +28,7 @@ def main() -> None:
 
     from pipeline.config import load_settings
     from pipeline.features.cnn import build_frame_encoder
-    from pipeline.media.decode import probe_media
+    from pipeline.media.probe import probe_media
     from pipeline.media.sequences import SequenceSpec, iter_clip_images
     from pipeline.stages import run_extract, run_ingest
 

@@ -258,7 +258,7 @@ def _examine(candidate: Candidate, staging_root: str, limits: MediaLimits) -> _E
     """Copy, hash and probe one file (runs in a worker thread: hashing and FFmpeg release the
     GIL). Problems with the file become the result's ``error``; only infrastructure failures
     raise."""
-    from pipeline.media.decode import probe_media
+    from pipeline.media.probe import probe_media
 
     try:
         staged = storage.stage_copy(

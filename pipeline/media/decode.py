@@ -1,211 +1,26 @@
-"""Probing and streaming decode of media files with PyAV (FFmpeg bundled in its wheels).
+"""Streaming decode of media files with PyAV (FFmpeg bundled in its wheels).
 
 Nothing here holds a whole video in memory: frames are decoded one at a time and only the
 sampled ones are kept (already resized to the CNN input size by FFmpeg's scaler). Audio decoding
-stops once it has the samples the caller asked for.
+stops once it has the samples the caller asked for. Probing (what a file claims, checked against
+the limits) is in :mod:`pipeline.media.probe`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-from pipeline import storage
 from pipeline.errors import LimitError, MediaError
+from pipeline.media.container import describe_av_error, main_video_stream, open_container
 from pipeline.media.limits import MediaLimits
-from pipeline.text import printable
-
-log = logging.getLogger(__name__)
-
-_ATTACHED_PIC = int(getattr(getattr(av.stream, "Disposition", None), "attached_pic", 1024))
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What probing found; field names match the ``media_files`` columns."""
-
-    modality: str  # 'video' | 'audio'
-    container_format: str
-    codec: str
-    duration_seconds: float | None
-    fps: float | None = None
-    width: int | None = None
-    height: int | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-
-    def as_row(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@contextlib.contextmanager
-def open_container(
-    uri: str, *, max_frame_pixels: int | None = None, name: str | None = None
-) -> Iterator[Any]:
-    """Open a media file (local path or object-store URI) for reading, as a PyAV container.
-
-    ``max_frame_pixels`` is passed to FFmpeg's decoders (``max_pixels``), so probing a file
-    that claims huge frames does not allocate them. ``name`` is how errors refer to the file
-    (default: ``uri``).
-    """
-    options = {"max_pixels": str(max_frame_pixels)} if max_frame_pixels else {}
-    shown = name or printable(uri)
-    try:
-        if storage.is_remote(uri):
-            with (
-                storage.open_read(uri) as handle,
-                av.open(handle, mode="r", options=options) as container,
-            ):
-                yield _limit_decoders(container, options)
-        else:
-            with av.open(storage.local_path(uri), mode="r", options=options) as container:
-                yield _limit_decoders(container, options)
-    except (av.FFmpegError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise MediaError(f"cannot decode {shown}: {_describe(exc)}") from exc
-
-
-def _limit_decoders(container: Any, options: dict[str, str]) -> Any:
-    """Give every video decoder the frame-size cap too: PyAV passes ``av.open``'s options only
-    to stream detection, so a frame larger than the header claims would otherwise be decoded
-    in full before anyone could look at its size."""
-    if options:
-        for stream in container.streams.video:
-            if stream.codec_context is not None:
-                stream.codec_context.options = {**stream.codec_context.options, **options}
-    return container
-
-
-def _video_stream(container: Any) -> Any | None:
-    for stream in container.streams.video:
-        if not int(stream.disposition) & _ATTACHED_PIC:  # skip cover art in audio files
-            return stream
-    return None
-
-
-def probe_media(
-    uri: str,
-    limits: MediaLimits | None = None,
-    *,
-    size_bytes: int | None = None,
-    name: str | None = None,
-) -> MediaInfo:
-    """Read a file's streams, check what they claim against ``limits``, then decode the first
-    frame, so a file that probes is decodable and affordable.
-
-    The checks (stream count, frame size, frame rate, sample rate, duration, and duration
-    backed by ``size_bytes``) run on the container's headers before any frame is decoded. A
-    duration the headers do not record is measured from packet timestamps (no decoding).
-
-    Raises:
-        LimitError: a claim is over a limit (the message names the setting).
-        MediaError: the file is not media, has no video/audio stream, or does not decode.
-    """
-    limits = limits or MediaLimits()
-    shown = name or printable(uri)
-    with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
-        limits.check_streams(len(container.streams))
-        fmt = container.format.name
-        container_duration = container.duration / av.time_base if container.duration else None
-        video = _video_stream(container)
-        stream = video if video is not None else next(iter(container.streams.audio), None)
-        if stream is None:
-            raise MediaError(f"{shown} has neither a video nor an audio stream")
-        context = stream.codec_context
-        if context is None:
-            raise MediaError(f"{shown}: FFmpeg has no decoder for its {stream.type} stream")
-        if video is not None:
-            limits.check_frame_size(context.width, context.height)
-            rate = video.average_rate
-            limits.check_fps(float(rate) if rate else None)
-            rate = rate or video.guessed_rate
-        else:
-            limits.check_sample_rate(context.sample_rate)
-        duration = _stream_duration(stream) or container_duration
-        if duration is None or duration <= 0:
-            duration = None
-        limits.check_duration(duration, size_bytes)
-        _first_frame(container, stream, shown, limits)
-        info = MediaInfo(
-            modality="video" if video is not None else "audio",
-            container_format=fmt,
-            codec=context.name,
-            duration_seconds=duration,
-            fps=float(rate) if video is not None and rate else None,
-            width=context.width if video is not None else None,
-            height=context.height if video is not None else None,
-            sample_rate=None if video is not None else context.sample_rate,
-            channels=None if video is not None else context.channels,
-        )
-    if info.duration_seconds is None:  # the headers do not say: measure it from the packets
-        measured = demuxed_duration(uri, info.modality, limits, name=shown)
-        limits.check_duration(measured, size_bytes)
-        info = MediaInfo(**{**info.as_row(), "duration_seconds": measured})
-    return info
-
-
-def _first_frame(container: Any, stream: Any, name: str, limits: MediaLimits) -> None:
-    try:
-        for frame in container.decode(stream):
-            if stream.type == "video":
-                limits.check_frame_size(frame.width, frame.height)
-            return
-    except av.FFmpegError as exc:
-        raise MediaError(f"cannot decode {name}: {_describe(exc)}") from exc
-    raise MediaError(f"{name}: the {stream.type} stream holds no decodable frame")
-
-
-def demuxed_duration(
-    uri: str, modality: str, limits: MediaLimits | None = None, *, name: str | None = None
-) -> float:
-    """Duration in seconds from the timestamps of the main stream's packets (read, not
-    decoded), for containers whose headers record none. Reading stops once it is past the
-    duration limit.
-
-    Raises:
-        LimitError: the packets run past ``limits.max_duration_seconds``.
-        MediaError: no such stream, or no packet has a timestamp.
-    """
-    limits = limits or MediaLimits()
-    shown = name or printable(uri)
-    with open_container(uri, max_frame_pixels=limits.max_frame_pixels, name=shown) as container:
-        stream = _video_stream(container) if modality == "video" else None
-        if stream is None and modality == "audio" and container.streams.audio:
-            stream = container.streams.audio[0]
-        if stream is None:
-            raise MediaError(f"{shown} has no {modality} stream")
-        rate = stream.average_rate if modality == "video" else None
-        step = 1.0 / float(rate) if rate else 0.0  # for packets that carry no duration
-        origin: float | None = None
-        end = 0.0
-        try:
-            for packet in container.demux(stream):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                start = float(packet.pts * packet.time_base)
-                origin = start if origin is None else min(origin, start)
-                length = float(packet.duration * packet.time_base) if packet.duration else step
-                end = max(end, start + length)
-                if end - origin > limits.max_duration_seconds:
-                    limits.check_duration(end - origin, None)
-        except av.FFmpegError as exc:
-            raise MediaError(f"cannot read {shown}: {_describe(exc)}") from exc
-    if origin is None:
-        raise MediaError(f"{shown}: the {modality} stream has no timestamps to measure")
-    return end - origin
-
-
-def _stream_duration(stream: Any) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return None
+from pipeline.media.probe import demuxed_duration
 
 
 @dataclass(frozen=True)
@@ -281,89 +96,135 @@ def iter_video_segments(
         MediaError: no video stream, or it does not decode, or a limit is exceeded.
     """
     limits = limits or MediaLimits()
-    budget = limits.frame_budget(segments[-1].end if segments else 0.0)
-    targets = [
-        (segment, segment.start + t)
+    owners = [segment for segment in segments for _ in range(n_frames)]
+    times = [
+        segment.start + float(t)
         for segment in segments
         for t in sample_times(segment.seconds, n_frames)
     ]
-    picked: list[npt.NDArray[np.uint8]] = []
+    span = segments[-1].end if segments else 0.0
     with open_container(uri, max_frame_pixels=limits.max_frame_pixels) as container:
-        stream = _video_stream(container)
-        if stream is None:
-            raise MediaError(f"{uri} has no video stream")
-        stream.thread_type = "AUTO"
-        # Each decoder thread allocates per-frame-size tables; a few threads decode small frames
-        # as fast as many, and keep a hostile frame size from multiplying memory.
-        stream.codec_context.thread_count = 2
-        origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        previous: Any = None  # the newest decoded frame: the one on screen until the next
-        previous_rgb: npt.NDArray[np.uint8] | None = None
-        last_emitted: npt.NDArray[np.uint8] | None = None
-        k = 0  # next target
-        sought = -1  # the target the decoder last sought to (never seek twice for one)
-        index = 0
-        frames = container.decode(stream)
+        sampler = _FrameSampler(container, _video_decoder(container, uri), uri, image_size, limits)
+        images = sampler.images_at(times, span, seek_gap_seconds)
+        yield from _stack_by_segment(owners, images, n_frames)
+
+
+def _video_decoder(container: Any, uri: str) -> Any:
+    """The main video stream, its decoder set up for sampling."""
+    stream = main_video_stream(container)
+    if stream is None:
+        raise MediaError(f"{uri} has no video stream")
+    stream.thread_type = "AUTO"
+    # Each decoder thread allocates per-frame-size tables; a few threads decode small frames
+    # as fast as many, and keep a hostile frame size from multiplying memory.
+    stream.codec_context.thread_count = 2
+    return stream
+
+
+def _stack_by_segment(
+    owners: Sequence[Segment], images: Iterable[npt.NDArray[np.uint8]], n_frames: int
+) -> Iterator[tuple[Segment, npt.NDArray[np.uint8]]]:
+    """Group one image per sample time (``owners[i]`` is the segment of the i-th) into each
+    segment's ``(n_frames, S, S, 3)`` stack, yielded as soon as it is complete."""
+    picked: list[npt.NDArray[np.uint8]] = []
+    for owner, image in zip(owners, images, strict=True):
+        picked.append(image)
+        if len(picked) == n_frames:
+            yield owner, np.stack(picked)
+            picked = []
+
+
+class _FrameSampler:
+    """Walks a video stream's decoded frames forward and picks the frame on screen (the newest
+    decoded one, until the next) at each of a list of increasing times, seeking over long gaps.
+
+    Every decoded frame counts against the frame budget and is checked against the frame-size
+    limit; each picked frame is converted to RGB once, however many sample times it covers.
+    """
+
+    def __init__(
+        self, container: Any, stream: Any, uri: str, image_size: int, limits: MediaLimits
+    ) -> None:
+        self.container, self.stream, self.uri = container, stream, uri
+        self.image_size = image_size
+        self.limits = limits
+        self.origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        self.frames = container.decode(stream)
+        self.decoded = 0
+        self.shown: Any = None  # the frame on screen; None before the first (or after a seek)
+        self.shown_rgb: npt.NDArray[np.uint8] | None = None
+
+    def images_at(
+        self, times: Sequence[float], span_seconds: float, seek_gap_seconds: float
+    ) -> Iterator[npt.NDArray[np.uint8]]:
+        """One uint8 ``(S, S, 3)`` RGB image per time (seconds from the stream's start); times
+        after the last frame get the last frame."""
+        budget = self.limits.frame_budget(span_seconds)
+        k = 0  # next time
+        sought = -1  # the time the decoder last sought to (never seek twice for one)
+        last: npt.NDArray[np.uint8] | None = None
         try:
-            while k < len(targets):
-                frame = next(frames, None)
+            while k < len(times):
+                frame = next(self.frames, None)
                 if frame is None:
                     break
-                t = (frame.time - origin) if frame.time is not None else index / 25.0
-                index += 1
-                if index > budget:
-                    raise LimitError(
-                        f"{uri}: decoded {index:,} frames for {segments[-1].end:.1f} s of video "
-                        "(timestamps that do not advance, or an absurd frame rate)",
-                        "PIPELINE_MAX_FPS",
-                    )
-                limits.check_frame_size(frame.width, frame.height)
-                while k < len(targets) and targets[k][1] < t:
-                    if previous is None:  # a sample time before the first frame's timestamp
-                        previous, previous_rgb = frame, None
-                    if previous_rgb is None:
-                        previous_rgb = _to_rgb(previous, image_size)
-                    picked.append(previous_rgb)
-                    last_emitted = previous_rgb
+                t = self._checked_time(frame, budget, span_seconds)
+                while k < len(times) and times[k] < t:
+                    if self.shown is None:  # a sample time before the first frame's timestamp
+                        self._show(frame)
+                    last = self._shown_image()
                     k += 1
-                    if len(picked) == n_frames:
-                        yield targets[k - 1][0], np.stack(picked)
-                        picked = []
-                if previous is not frame:
-                    previous, previous_rgb = frame, None
-                if k < len(targets) and k != sought and targets[k][1] - t > seek_gap_seconds:
+                    yield last
+                self._show(frame)
+                if k < len(times) and k != sought and times[k] - t > seek_gap_seconds:
                     sought = k
-                    seek_to = int((targets[k][1] + origin) / stream.time_base)
-                    container.seek(seek_to, stream=stream, backward=True, any_frame=False)
-                    frames = container.decode(stream)
-                    previous, previous_rgb = None, None
+                    self._seek(times[k])
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode {uri}: {_describe(exc)}") from exc
-        if k < len(targets):  # sample times after the last frame's timestamp
-            if previous is not None:
-                last_emitted = (
-                    previous_rgb if previous_rgb is not None else _to_rgb(previous, image_size)
-                )
-            if last_emitted is None:
-                raise MediaError(f"{uri}: the video stream holds no decodable frame")
-        while k < len(targets):
-            picked.append(last_emitted)  # type: ignore[arg-type]
-            k += 1
-            if len(picked) == n_frames:
-                yield targets[k - 1][0], np.stack(picked)
-                picked = []
+            raise MediaError(f"cannot decode {self.uri}: {describe_av_error(exc)}") from exc
+        yield from self._repeat_last(len(times) - k, last)
 
+    def _checked_time(self, frame: Any, budget: int, span_seconds: float) -> float:
+        """The frame's time in seconds from the stream's start, once it passes the limits."""
+        t = (frame.time - self.origin) if frame.time is not None else self.decoded / 25.0
+        self.decoded += 1
+        if self.decoded > budget:
+            raise LimitError(
+                f"{self.uri}: decoded {self.decoded:,} frames for {span_seconds:.1f} s of video "
+                "(timestamps that do not advance, or an absurd frame rate)",
+                "PIPELINE_MAX_FPS",
+            )
+        self.limits.check_frame_size(frame.width, frame.height)
+        return t
 
-def read_video_frames(
-    uri: str, n_frames: int, image_size: int, duration_seconds: float | None = None
-) -> npt.NDArray[np.uint8]:
-    """``n_frames`` frames sampled uniformly over a whole video (one segment), uint8
-    ``(n_frames, image_size, image_size, 3)`` RGB."""
-    duration = media_duration(uri, "video", duration_seconds)
-    [(_, frames)] = iter_video_segments(
-        uri, plan_segments(duration, duration or 1.0), n_frames, image_size
-    )
-    return frames
+    def _show(self, frame: Any) -> None:
+        if self.shown is not frame:
+            self.shown, self.shown_rgb = frame, None
+
+    def _shown_image(self) -> npt.NDArray[np.uint8]:
+        if self.shown_rgb is None:
+            self.shown_rgb = _to_rgb(self.shown, self.image_size)
+        return self.shown_rgb
+
+    def _seek(self, seconds: float) -> None:
+        """Restart decoding at the keyframe before ``seconds``; nothing is on screen until the
+        first frame decoded from there."""
+        target = int((seconds + self.origin) / self.stream.time_base)
+        self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        self.frames = self.container.decode(self.stream)
+        self.shown, self.shown_rgb = None, None
+
+    def _repeat_last(
+        self, missing: int, last: npt.NDArray[np.uint8] | None
+    ) -> Iterator[npt.NDArray[np.uint8]]:
+        """The last frame again for the ``missing`` sample times after the stream ended."""
+        if missing <= 0:
+            return
+        if self.shown is not None:
+            last = self._shown_image()
+        if last is None:
+            raise MediaError(f"{self.uri}: the video stream holds no decodable frame")
+        for _ in range(missing):
+            yield last
 
 
 def _to_rgb(frame: Any, image_size: int) -> npt.NDArray[np.uint8]:
@@ -376,8 +237,15 @@ def has_audio_stream(uri: str) -> bool:
         return bool(container.streams.audio)
 
 
-def _audio_chunks(container: Any, uri: str, sample_rate: int) -> Iterator[npt.NDArray[np.float32]]:
-    """Mono float32 sample chunks at ``sample_rate`` from the first audio stream, in order."""
+def iter_audio_chunks(
+    container: Any, uri: str, sample_rate: int
+) -> Iterator[npt.NDArray[np.float32]]:
+    """Mono float32 sample chunks ``(n,)`` at ``sample_rate`` Hz from the first audio stream of
+    an open container, in order, decoded as they are asked for.
+
+    Raises:
+        MediaError: no audio stream, or it does not decode.
+    """
     if not container.streams.audio:
         raise MediaError(f"{uri} has no audio stream")
     stream = container.streams.audio[0]
@@ -390,38 +258,7 @@ def _audio_chunks(container: Any, uri: str, sample_rate: int) -> Iterator[npt.ND
         for out in resampler.resample(None):
             yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
     except av.FFmpegError as exc:
-        raise MediaError(f"cannot decode audio of {uri}: {_describe(exc)}") from exc
-
-
-def read_audio(
-    uri: str, sample_rate: int, max_seconds: float | None = None
-) -> npt.NDArray[np.float32]:
-    """Decode an audio track to mono float samples at ``sample_rate``, stopping at ``max_seconds``.
-
-    Args:
-        uri: local path or object-store URI of an audio file (or a video with an audio track).
-        sample_rate: output rate in Hz (FFmpeg's resampler converts).
-        max_seconds: stop decoding once this much audio is collected (None: all of it).
-
-    Returns:
-        float32 array ``(n_samples,)``, mono, nominally in [-1, 1].
-
-    Raises:
-        MediaError: no audio stream, or it does not decode.
-    """
-    limit = round(max_seconds * sample_rate) if max_seconds else None
-    chunks: list[npt.NDArray[np.float32]] = []
-    total = 0
-    with open_container(uri) as container:
-        for chunk in _audio_chunks(container, uri, sample_rate):
-            chunks.append(chunk)
-            total += chunk.size
-            if limit is not None and total >= limit:
-                break
-    if not total:
-        raise MediaError(f"{uri}: the audio stream holds no decodable samples")
-    samples = np.concatenate(chunks)
-    return samples[:limit] if limit is not None else samples
+        raise MediaError(f"cannot decode audio of {uri}: {describe_av_error(exc)}") from exc
 
 
 def iter_audio_segments(
@@ -445,7 +282,7 @@ def iter_audio_segments(
     consumed = 0  # samples of the track before the buffer
     k = 0
     with open_container(uri) as container:
-        for chunk in _audio_chunks(container, uri, sample_rate):
+        for chunk in iter_audio_chunks(container, uri, sample_rate):
             buffer.append(chunk[: max(0, stop - consumed - buffered)])
             buffered += buffer[-1].size
             while k < len(segments) - 1 and consumed + buffered >= bounds[k]:
@@ -462,9 +299,3 @@ def iter_audio_segments(
     for segment in segments[k:]:  # the last segment (and any the track ended before)
         yield segment, tail
         tail = np.zeros(0, np.float32)
-
-
-def _describe(exc: BaseException) -> str:
-    # FFmpeg errors carry the file name again in str(exc); strerror is just the reason.
-    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."

@@ -51,13 +51,6 @@ class MediaLimits:
 
     # Checks on what a container claims (before decoding) ---------------------------------
 
-    def check_file_size(self, size_bytes: int) -> None:
-        if size_bytes > self.max_file_bytes:
-            raise LimitError(
-                f"the file is {_bytes(size_bytes)}, more than {_bytes(self.max_file_bytes)}",
-                "PIPELINE_MAX_FILE_BYTES",
-            )
-
     def check_streams(self, count: int) -> None:
         if count > self.max_streams:
             raise LimitError(

@@ -147,8 +147,3 @@ def log_mel_images(
     hop_steps = max(1, round(hop_seconds * 1000 / mel_hop_ms))
     windows = cut_windows(log_mel, window_steps, hop_steps, max_windows)
     return windows_to_images(windows, image_size)
-
-
-def audio_seconds_needed(window_seconds: float, hop_seconds: float, max_windows: int) -> float:
-    """Seconds of audio that ``max_windows`` windows cover (decoding can stop there)."""
-    return window_seconds + hop_seconds * (max_windows - 1) + 0.05

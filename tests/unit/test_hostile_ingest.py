@@ -388,7 +388,8 @@ import os, sys
 from pathlib import Path
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 from pipeline.errors import MediaError
-from pipeline.media.decode import iter_video_segments, plan_segments, probe_media
+from pipeline.media.decode import iter_video_segments, plan_segments
+from pipeline.media.probe import probe_media
 def peak_mb():
     status = Path("/proc/self/status").read_text().splitlines()
     return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024

@@ -196,20 +196,20 @@ def test_a_file_whose_probe_raises_anything_is_quarantined_and_the_batch_goes_on
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fault injection: probing one file raises an exception nothing expects.
-    import pipeline.media.decode
+    import pipeline.media.probe
 
     source = tmp_path / "in"
     gray_ramp_video(source / "good.mp4")
     tone_file(source / "odd.wav")
     tone_file(source / "fine.flac", freq=660)
-    real = pipeline.media.decode.probe_media
+    real = pipeline.media.probe.probe_media
 
     def flaky(uri: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         if str(kwargs.get("name", "")).endswith("odd.wav"):
             raise IndexError("list index out of range")
         return real(uri, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline.media.decode, "probe_media", flaky)
+    monkeypatch.setattr(pipeline.media.probe, "probe_media", flaky)
     summary = run_ingest(settings, str(source))
     assert (summary.added, summary.quarantined) == (2, 1)
     rows = {Path(r["uri"]).name: r for r in _rows(settings)}

@@ -10,14 +10,13 @@ from pipeline.media.decode import (
     iter_audio_segments,
     iter_video_segments,
     plan_segments,
-    probe_media,
-    read_audio,
-    read_video_frames,
     sample_times,
 )
+from pipeline.media.probe import probe_media
 from pipeline.media.synthetic import write_audio, write_video
 from tests.conftest import DATASETS
 from tests.media_factory import corrupt_file, gray_ramp_video, tone, tone_file
+from tests.media_helpers import read_audio, read_video_frames
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])

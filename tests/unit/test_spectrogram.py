@@ -5,7 +5,6 @@ import pytest
 
 from pipeline.media.spectrogram import (
     TOP_DB,
-    audio_seconds_needed,
     compute_log_mel,
     cut_windows,
     log_mel_images,
@@ -13,6 +12,7 @@ from pipeline.media.spectrogram import (
     windows_to_images,
 )
 from tests.media_factory import tone
+from tests.media_helpers import audio_seconds_needed
 
 
 def test_stft_params_use_a_power_of_two_fft() -> None:
@@ -90,3 +90,16 @@ def test_rising_and_falling_tones_give_mirrored_window_sequences() -> None:
 
 def test_audio_seconds_needed_covers_the_capped_windows() -> None:
     assert audio_seconds_needed(0.32, 0.16, 16) == pytest.approx(0.32 + 15 * 0.16 + 0.05)
+    seconds = audio_seconds_needed(0.32, 0.16, 16)
+    images = log_mel_images(
+        tone(seconds, 440),
+        sample_rate=16000,
+        n_mels=64,
+        mel_window_ms=25,
+        mel_hop_ms=10,
+        window_seconds=0.32,
+        hop_seconds=0.16,
+        max_windows=16,
+        image_size=32,
+    )
+    assert images.shape[0] == 16
