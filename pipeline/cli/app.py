@@ -26,10 +26,15 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.config import Settings, load_settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, infrastructure_problem
+from pipeline.features.store import FeatureStore, list_settings_folders
+from pipeline.registry.artifacts import model_kind, read_metadata
+from pipeline.registry.versions import rollback
+from pipeline.reporting.report import pipeline_report, render_report
+from pipeline.stages import run_extract, run_ingest, run_promote, run_score, run_train
 from pipeline.text import terminal_safe
 from pipeline.training.params import DEFAULTS, TrainParams, param_help
-from pipeline.warehouse.database import ModelRecord
+from pipeline.warehouse.database import ModelRecord, Warehouse
 
 app = typer.Typer(
     help=(
@@ -165,7 +170,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Register media files: hash, probe, copy to the media store, quarantine bad ones."""
-    from pipeline.stages import run_ingest
 
     if labelled and directory is None:
         _fail(PipelineError("--labelled needs a DIR; the landing folder uses labelled/<label>/"))
@@ -190,7 +194,6 @@ def extract(
     ] = "1/1",
 ) -> None:
     """Compute and cache VGG-16 features for every ok clip lacking them (Parquet + TFRecord)."""
-    from pipeline.stages import run_extract
 
     try:
         number, total = (int(x) for x in shard.split("/"))
@@ -211,7 +214,6 @@ app.add_typer(features_app, name="features")
 @features_app.command("list")
 def features_list() -> None:
     """Every cached settings folder: what made it, how many clips and frames, its size."""
-    from pipeline.features.store import FeatureStore, list_settings_folders
 
     settings = _settings()
     table = Table(title=f"feature cache ({settings.features_root})", title_justify="left")
@@ -253,7 +255,6 @@ def features_verify(
     ] = None,
 ) -> None:
     """Prove that the Parquet and TFRecord copies hold the same numbers (exit 1 if not)."""
-    from pipeline.features.store import FeatureStore
 
     settings = _settings()
     store = FeatureStore(settings.features_root, settings_hash or settings.settings_hash)
@@ -304,7 +305,6 @@ def train(
     A run killed midway resumes from its last finished epoch when started again with the same
     data and options.
     """
-    from pipeline.stages import run_train
 
     settings = _settings()
     try:
@@ -338,7 +338,6 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Every registered version with its kind, streams, metrics and stage."""
-    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     table = Table(title="model versions", title_justify="left")
@@ -389,7 +388,6 @@ def models_promote(
     ] = True,
 ) -> None:
     """Put a version in production (the current one is archived)."""
-    from pipeline.stages import run_promote
 
     settings = _settings()
     try:
@@ -416,8 +414,6 @@ def models_rollback(
     ] = True,
 ) -> None:
     """Put the previously promoted version back into production."""
-    from pipeline.registry.versions import rollback
-    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     with Warehouse.connect(settings.warehouse) as warehouse:
@@ -432,7 +428,6 @@ def models_rollback(
 
 def _score_production(settings: Settings, why: str) -> None:
     """Fill in the production model's predictions after the production alias moved."""
-    from pipeline.stages import run_score
 
     now = datetime.now(UTC)
     try:
@@ -449,7 +444,6 @@ def _score_production(settings: Settings, why: str) -> None:
 
 def _model_kind(record: ModelRecord) -> str:
     """The kind recorded in the version's metadata ('?' when its folder cannot be read)."""
-    from pipeline.registry.artifacts import model_kind, read_metadata
 
     try:
         return model_kind(read_metadata(record))
@@ -468,7 +462,6 @@ def score(
     ] = None,
 ) -> None:
     """Predict every ok clip that has no prediction from the production model."""
-    from pipeline.stages import run_score
 
     settings = _settings()
     now = datetime.now(UTC)
@@ -487,7 +480,6 @@ def score(
 @app.command()
 def status() -> None:
     """What the warehouse holds: clips, quarantined files, models, predictions per label."""
-    from pipeline.reporting.report import pipeline_report, render_report
 
     settings = _settings()
     try:
@@ -569,7 +561,6 @@ def warehouse_roles(
     Passwords come from PIPELINE_WAREHOUSE_WRITER_PASSWORD and
     PIPELINE_WAREHOUSE_ANALYST_PASSWORD; then point PIPELINE_WAREHOUSE_URL at stpipe_writer.
     """
-    from pipeline.warehouse.database import Warehouse
 
     settings = _settings()
     try:
@@ -590,7 +581,7 @@ def main() -> None:
         _run_app()
     except SystemExit as exc:
         if "pipeline.tfenv" in sys.modules:  # let the exit guard keep this status
-            from pipeline.tfenv import record_exit_code
+            from pipeline.tfenv import record_exit_code  # already loaded: costs nothing
 
             record_exit_code(exc.code if isinstance(exc.code, int) else 1)
         raise
@@ -599,7 +590,6 @@ def main() -> None:
 def _run_app() -> None:
     """The app, with infrastructure failures reported as one clear line (exit 1) wherever they
     surface, instead of a traceback."""
-    from pipeline.errors import infrastructure_problem
 
     try:
         app()
