@@ -100,6 +100,16 @@ def test_training_is_configured_by_params(dag_bag: Any) -> None:
     }
     assert expected | {"promote"} <= set(params.keys())
     assert params["epochs"] == 40 and params["learning_rate"] == 0.002
+    # declared once: every hyper-parameter Param is TrainParams' default, help and bounds
+    from pipeline.training.params import DEFAULTS, param_schema
+
+    for name in expected - {"grid"}:
+        param = params.get_param(name)
+        assert param.value == getattr(DEFAULTS, name), name
+        assert param.description == param_schema(name)["description"]
+        assert {k: v for k, v in param.schema.items() if k != "description"} == {
+            k: v for k, v in param_schema(name).items() if k not in ("default", "description")
+        }, name
 
 
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
