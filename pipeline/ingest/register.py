@@ -323,15 +323,7 @@ def ingest_media(
         log.warning("refused %s: %s", skipped.uri, skipped.reason)
         summary.errors.append(f"{skipped.uri}: {skipped.reason}")
     storage.clean_staging(staging_root)
-    known = warehouse.known_sources()
-    todo: list[Candidate] = []
-    for candidate in found.candidates:
-        summary.found += 1
-        if _unchanged(candidate, known, warehouse):
-            summary.unchanged += 1
-        else:
-            todo.append(candidate)
-
+    todo = _changed_candidates(found, warehouse, summary)
     progress.start("ingest", len(todo), "files")
     try:
         for examined in _examine_all(todo, staging_root, limits, workers):
@@ -366,6 +358,21 @@ def ingest_media(
         summary.unreadable,
     )
     return summary
+
+
+def _changed_candidates(
+    found: Found, warehouse: Warehouse, summary: IngestSummary
+) -> list[Candidate]:
+    """The candidates whose source is new or has changed since it was last ingested."""
+    known = warehouse.known_sources()
+    todo: list[Candidate] = []
+    for candidate in found.candidates:
+        summary.found += 1
+        if _unchanged(candidate, known, warehouse):
+            summary.unchanged += 1
+        else:
+            todo.append(candidate)
+    return todo
 
 
 def _unchanged(
