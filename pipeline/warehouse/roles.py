@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -58,28 +60,7 @@ class RolesSql(WarehouseConnection):
                     " ORDER BY c.relname"
                 )
             ).all()
-        kinds = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
-        db = _quote_ident(database)
-        statements = [
-            *_create_login_role(WRITER_ROLE, writer_password),
-            *_create_login_role(ANALYST_ROLE, analyst_password),
-            f"ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on",
-            f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
-            f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {WRITER_ROLE}",
-            f"GRANT CONNECT ON DATABASE {db} TO {ANALYST_ROLE}",
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {WRITER_ROLE}",
-            f"GRANT USAGE ON SCHEMA public TO {ANALYST_ROLE}",
-            *(
-                f"ALTER {kinds[kind]} public.{_quote_ident(name)} OWNER TO {WRITER_ROLE}"
-                for name, kind in objects
-            ),
-            f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}",
-            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {ANALYST_ROLE}",
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYST_ROLE}",
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {WRITER_ROLE} IN SCHEMA public"
-            f" GRANT SELECT ON TABLES TO {ANALYST_ROLE}",
-        ]
+        statements = _role_statements(database, objects, writer_password, analyst_password)
         with self.engine.begin() as conn:
             # Role names are cluster-wide: serialise with other databases doing the same.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_ROLES_LOCK})
@@ -88,6 +69,35 @@ class RolesSql(WarehouseConnection):
         masked = [re.sub(r"PASSWORD '(?:[^']|'')*'", "PASSWORD '***'", s) for s in statements]
         log.info("warehouse roles %s and %s are set up on %s", WRITER_ROLE, ANALYST_ROLE, database)
         return masked
+
+
+def _role_statements(
+    database: str, objects: Sequence[Any], writer_password: str, analyst_password: str
+) -> list[str]:
+    """The statements that give the two roles exactly their privileges on ``database``, whose
+    schema ``public`` holds ``objects`` (``(name, pg_class.relkind)`` rows)."""
+    kinds = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+    db = _quote_ident(database)
+    return [
+        *_create_login_role(WRITER_ROLE, writer_password),
+        *_create_login_role(ANALYST_ROLE, analyst_password),
+        f"ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on",
+        f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {WRITER_ROLE}",
+        f"GRANT CONNECT ON DATABASE {db} TO {ANALYST_ROLE}",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE, CREATE ON SCHEMA public TO {WRITER_ROLE}",
+        f"GRANT USAGE ON SCHEMA public TO {ANALYST_ROLE}",
+        *(
+            f"ALTER {kinds[kind]} public.{_quote_ident(name)} OWNER TO {WRITER_ROLE}"
+            for name, kind in objects
+        ),
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}",
+        f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {ANALYST_ROLE}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYST_ROLE}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {WRITER_ROLE} IN SCHEMA public"
+        f" GRANT SELECT ON TABLES TO {ANALYST_ROLE}",
+    ]
 
 
 def _quote_ident(name: str) -> str:
