@@ -84,19 +84,7 @@ def promotion_gate(
             production.model_version,
             margin=margin,
         )
-    classes = sorted(
-        {str(c.label) for c in common} | set(candidate.class_names) | set(production.class_names)
-    )
-    index = {name: i for i, name in enumerate(classes)}
-    y_true = np.array([index[str(c.label)] for c in common])
-
-    def macro_f1(record: ModelRecord, probabilities: dict[str, npt.NDArray[np.float32]]) -> float:
-        y_pred = np.array(
-            [index[record.class_names[int(np.argmax(probabilities[c.clip_id]))]] for c in common]
-        )
-        return float(classification_metrics(y_true, y_pred, classes)["macro_f1"] or 0.0)
-
-    ours_f1, theirs_f1 = macro_f1(candidate, ours), macro_f1(production, theirs)
+    ours_f1, theirs_f1 = _macro_f1s(candidate, production, common, ours, theirs)
     promote = ours_f1 >= theirs_f1 + margin
     verdict = "at least" if promote else "below"
     decision = GateDecision(
@@ -112,3 +100,27 @@ def promotion_gate(
     )
     log.info("promotion gate for %s: %s", candidate.model_version, decision.reason)
     return decision
+
+
+def _macro_f1s(
+    candidate: ModelRecord,
+    production: ModelRecord,
+    common: Sequence[ClipRecord],
+    ours: dict[str, npt.NDArray[np.float32]],
+    theirs: dict[str, npt.NDArray[np.float32]],
+) -> tuple[float, float]:
+    """Macro-F1 of both models on ``common`` clips, over the union of their classes (a model
+    never predicts a class it does not know, and that counts against it)."""
+    classes = sorted(
+        {str(c.label) for c in common} | set(candidate.class_names) | set(production.class_names)
+    )
+    index = {name: i for i, name in enumerate(classes)}
+    y_true = np.array([index[str(c.label)] for c in common])
+
+    def macro_f1(record: ModelRecord, probabilities: dict[str, npt.NDArray[np.float32]]) -> float:
+        y_pred = np.array(
+            [index[record.class_names[int(np.argmax(probabilities[c.clip_id]))]] for c in common]
+        )
+        return float(classification_metrics(y_true, y_pred, classes)["macro_f1"] or 0.0)
+
+    return macro_f1(candidate, ours), macro_f1(production, theirs)
