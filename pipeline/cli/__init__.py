@@ -1,4 +1,5 @@
-"""The `stpipe` command line: a thin Typer layer over :mod:`pipeline.stages`."""
+"""The `stpipe` command line: a thin Typer layer over :mod:`pipeline.stages` (the inspection
+commands also read the feature store, the registry and the warehouse directly)."""
 
 from pipeline.cli.app import main
 

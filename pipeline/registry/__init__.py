@@ -1,1 +1,2 @@
-"""The model registry: version folders and metadata, the promotion gate, promotion and rollback."""
+"""The model registry: version folders read back (metadata, model), the promotion gate,
+promotion and rollback (training writes the folders: :mod:`pipeline.training.version_folder`)."""

@@ -1,1 +1,2 @@
-"""The analysts' daily HTML report (queries in :mod:`pipeline.warehouse`)."""
+"""What the pipeline holds, for ``stpipe status`` and the end of the demo (queries in
+:mod:`pipeline.warehouse`)."""
