@@ -10,7 +10,7 @@ decoding anything, and decoding stops once it has done what the checked claims a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from pipeline.errors import LimitError
@@ -37,17 +37,8 @@ class MediaLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaLimits:
-        return cls(
-            max_file_bytes=settings.max_file_bytes,
-            max_duration_seconds=settings.max_duration_seconds,
-            max_frame_pixels=settings.max_frame_pixels,
-            max_fps=settings.max_fps,
-            min_sample_rate=settings.min_sample_rate,
-            max_sample_rate=settings.max_sample_rate,
-            min_bytes_per_second=settings.min_bytes_per_second,
-            max_streams=settings.max_streams,
-            max_segments_per_clip=settings.max_segments_per_clip,
-        )
+        """The limits are the settings of the same names (``PIPELINE_MAX_FILE_BYTES``, ...)."""
+        return cls(**{spec.name: getattr(settings, spec.name) for spec in fields(cls)})
 
     # Checks on what a container claims (before decoding) ---------------------------------
 
