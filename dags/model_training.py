@@ -41,17 +41,7 @@ TRAINING_PARAMS = ("epochs", "batch_size", "learning_rate", "patience", "streams
     tags=["stpipe", "training"],
     doc_md=__doc__,
     params={
-        **{
-            name: Param(**param_schema(name))
-            for name in (
-                "epochs",
-                "batch_size",
-                "learning_rate",
-                "patience",
-                "streams",
-                "end_to_end",
-            )
-        },
+        **{name: Param(**param_schema(name)) for name in TRAINING_PARAMS},
         "grid": Param(
             {},
             type="object",

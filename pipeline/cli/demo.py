@@ -1,6 +1,6 @@
 """``stpipe demo``: a synthetic corpus through the whole pipeline, orchestrated by Airflow.
 
-1. Writes the demo corpus (see :mod:`pipeline.synthetic`) into the landing folder: labelled
+1. Writes the demo corpus (see :mod:`pipeline.media.synthetic`) into the landing folder: labelled
    videos and audio in ``labelled/<class>/``, a few unlabelled clips and one corrupt upload.
 2. Runs the four DAGs in order with ``airflow dags test`` (a real Airflow 3 metadata database
    under ``DATA_DIR/airflow``), or calls the stage functions directly with ``--no-airflow``.

@@ -3,7 +3,7 @@
 Every file found is read once, through a descriptor opened with ``O_NOFOLLOW | O_NONBLOCK`` on
 a path checked to be a regular file inside the folder being ingested, into a private staging
 copy while it is hashed (clip id = SHA-256 of its bytes). The copy, not the landing file, is
-then probed with PyAV against the cost limits (:mod:`pipeline.limits`), and moved into the
+then probed with PyAV against the cost limits (:mod:`pipeline.media.limits`), and moved into the
 content-addressed media store, or into the quarantine folder beside a
 ``<clip_id>.reason.txt`` with ``status='quarantined'`` and the reason in ``media_files``.
 

@@ -92,15 +92,20 @@ def build_end_to_end_model(
     cross-entropy and accuracy; with the head's standardisation between the CNN and the LSTM.
 
     Inputs per stream: ``<stream>`` uint8 ``(batch, frames, S, S, 3)`` images and
-    ``<stream>_mask`` bool ``(batch, frames)`` (False on padding). The VGG-16 encoder is shared
-    by the streams; ``cnn_trainable`` unfreezes it for fine-tuning. Layer names match
-    :func:`build_sequence_head`, so a head's weights drop in (see :func:`head_to_end_to_end`).
+    ``<stream>_mask`` bool ``(batch, frames)`` (False on padding). Each stream has its own
+    VGG-16 encoder, built from the same weights and seed (so frozen, they are the same
+    function): an encoder shared by two ``TimeDistributed`` wrappers is saved once but loaded as
+    two copies, one without weights. ``cnn_trainable`` unfreezes them for fine-tuning. Layer
+    names match :func:`build_sequence_head`, so a head's weights drop in (see
+    :func:`head_to_end_to_end`).
     """
     streams = _check_streams(n_classes, stream_statistics)
-    encoder = build_frame_encoder(cnn_weights, image_size, seed=seed, trainable=cnn_trainable)
     inputs: dict[str, Any] = {}
     branches = []
     for stream in streams:
+        encoder = build_frame_encoder(
+            cnn_weights, image_size, seed=seed, trainable=cnn_trainable, name=f"{stream}_vgg16_gap"
+        )
         frames = keras.Input((None, image_size, image_size, 3), dtype="uint8", name=stream)
         mask = keras.Input((None,), dtype="bool", name=f"{stream}_mask")
         inputs[stream], inputs[f"{stream}_mask"] = frames, mask
@@ -182,10 +187,6 @@ def model_streams(model: keras.Model) -> list[str]:
     """The streams a model reads (its input names, masks aside)."""
     names = [t.name.split(":")[0] for t in model.inputs]
     return [s for s in STREAMS if s in names]
-
-
-def is_end_to_end(model: keras.Model) -> bool:
-    return any(t.name.split(":")[0].endswith("_mask") for t in model.inputs)
 
 
 def compile_classifier(model: keras.Model, learning_rate: float) -> None:

@@ -26,7 +26,9 @@ class TrainParams:
         40, "Most epochs (early stopping may end sooner).", minimum=1, maximum=1000
     )
     batch_size: int = _param(32, "Segments per training batch.", minimum=1, maximum=4096)
-    learning_rate: float = _param(0.002, "Nadam learning rate.", exclusiveMinimum=0, maximum=1)
+    learning_rate: float = _param(
+        0.002, "Nadam learning rate.", exclusiveMinimum=0, exclusiveMaximum=1
+    )
     patience: int = _param(8, "Epochs without validation-loss progress before stopping.", minimum=0)
     seed: int = _param(1337, "Seed of weights, shuffles and dropout (default: PIPELINE_SEED).")
     streams: str = _param(
@@ -52,25 +54,15 @@ class TrainParams:
     )
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0 or self.lstm_units < 1:
-            raise ValueError("epochs, batch_size and lstm_units must be >= 1 and patience >= 0")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError("learning_rate must be in (0, 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
-        if self.streams not in STREAM_CHOICES:
-            raise ValueError(f"streams must be one of {STREAM_CHOICES}")
-        if self.class_weights not in CLASS_WEIGHT_CHOICES:
-            raise ValueError("class_weights must be auto, on or off")
+        for spec in fields(self):
+            problem = _out_of_bounds(getattr(self, spec.name), spec.metadata["schema"])
+            if problem:
+                raise ValueError(f"{spec.name} {problem}")
         if self.cnn_trainable and not self.end_to_end:
             raise ValueError("cnn_trainable needs end_to_end (the head never sees the CNN)")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-#: The defaults, for ``typer.Option`` defaults and anything else that shows them.
-DEFAULTS = TrainParams()
 
 
 def param_help(name: str) -> str:
@@ -90,8 +82,28 @@ def param_schema(name: str) -> dict[str, Any]:
     return {"default": getattr(DEFAULTS, name), "description": param_help(name), **schema}
 
 
+def _out_of_bounds(value: Any, schema: dict[str, Any]) -> str | None:
+    """What is wrong with ``value`` under the field's declared bounds or choices, if anything."""
+    if "enum" in schema and value not in schema["enum"]:
+        return f"must be one of {', '.join(map(str, schema['enum']))} (got {value!r})"
+    checks = (
+        ("minimum", lambda v, b: v >= b, ">="),
+        ("maximum", lambda v, b: v <= b, "<="),
+        ("exclusiveMinimum", lambda v, b: v > b, ">"),
+        ("exclusiveMaximum", lambda v, b: v < b, "<"),
+    )
+    for key, holds, shown in checks:
+        if key in schema and not holds(value, schema[key]):
+            return f"must be {shown} {schema[key]} (got {value!r})"
+    return None
+
+
 def _field(name: str) -> Any:
     for spec in fields(TrainParams):
         if spec.name == name:
             return spec
     raise KeyError(f"no training parameter {name!r}")
+
+
+#: The defaults, for ``typer.Option`` defaults and anything else that shows them.
+DEFAULTS = TrainParams()

@@ -34,3 +34,24 @@ def test_param_schema_carries_the_declared_bounds_and_choices() -> None:
     assert param_schema("streams")["enum"] == ["auto", "video", "audio", "both"]
     with pytest.raises(KeyError, match="no training parameter"):
         param_schema("nope")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 1001}, "epochs must be <= 1000"),
+        ({"learning_rate": 1.0}, "learning_rate must be < 1"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"dropout": 1.0}, "dropout must be < 1"),
+        ({"patience": -1}, "patience must be >= 0"),
+        ({"streams": "smell"}, "streams must be one of auto, video, audio, both"),
+        ({"class_weights": "maybe"}, "class_weights must be one of auto, on, off"),
+        ({"cnn_trainable": True}, "cnn_trainable needs end_to_end"),
+    ],
+)
+def test_out_of_bounds_parameters_are_refused_by_the_declared_bounds(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainParams(**values)  # type: ignore[arg-type]
