@@ -1,7 +1,8 @@
 """Whole-clip decoding for tests, built on the product's streaming decoders (real PyAV code
 paths: :func:`iter_video_segments`, :func:`iter_audio_chunks`).
 
-The pipeline itself always decodes segment by segment; these read a short test file at once.
+The pipeline itself always decodes segment by segment; these read a short test file at once
+(or, :func:`clip_images`, its first segment's images).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipeline.media.decode import (
     media_duration,
     plan_segments,
 )
+from pipeline.media.sequences import SequenceSpec, iter_clip_images
 
 
 def read_video_frames(
@@ -60,3 +62,14 @@ def read_audio(
 def audio_seconds_needed(window_seconds: float, hop_seconds: float, max_windows: int) -> float:
     """Seconds of audio that ``max_windows`` spectrogram windows cover."""
     return window_seconds + hop_seconds * (max_windows - 1) + 0.05
+
+
+def clip_images(
+    uri: str, modality: str, spec: SequenceSpec, duration_seconds: float | None = None
+) -> npt.NDArray[np.uint8]:
+    """The first segment's main stream (frames of a video, windows of an audio file): uint8
+    ``(n, S, S, 3)``."""
+    stream = "video" if modality == "video" else "audio"
+    for item in iter_clip_images(uri, modality, spec, duration_seconds, streams=(stream,)):
+        return item.images
+    raise MediaError(f"{uri}: no {stream} sequence")

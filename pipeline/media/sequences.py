@@ -94,7 +94,9 @@ def iter_clip_images(
         limits: per-file cost limits (segments per clip, decoding budgets); default ones if None.
 
     Yields:
-        :class:`SegmentImages`, all segments of one stream before the next stream.
+        :class:`SegmentImages` segment by segment (every stream of segment ``i``, video before
+        audio, then segment ``i + 1``), so a consumer that wants whole segments holds one at a
+        time. Each stream has its own decoder, advanced in step with the others.
 
     Raises:
         MediaError: the clip (its video, or an audio file) cannot be decoded, or it is over a
@@ -108,17 +110,27 @@ def iter_clip_images(
     limits.check_duration(duration, None)
     segments = media.plan_segments(duration, spec.segment_seconds)
     limits.check_segments(len(segments), spec.segment_seconds)
+    per_stream: list[Iterator[SegmentImages]] = []
     if "video" in wanted:
-        n_frames = min(spec.frames_per_segment, spec.max_frames)
-        for segment, frames in media.iter_video_segments(
-            uri, segments, n_frames, spec.image_size, limits=limits
-        ):
-            yield SegmentImages(segment, "video", frames)
+        per_stream.append(_video_images(uri, segments, spec, limits))
     if "audio" in wanted:
-        if modality == "audio":
-            yield from _audio_images(uri, segments, spec)
-        else:
-            yield from _audio_of_video_images(uri, segments, spec)
+        audio = _audio_images if modality == "audio" else _audio_of_video_images
+        per_stream.append(audio(uri, segments, spec))
+    # Each stream's iterator yields exactly one item per planned segment, in order.
+    for items in zip(*per_stream, strict=True):
+        yield from items
+
+
+def _video_images(
+    uri: str, segments: list[Segment], spec: SequenceSpec, limits: MediaLimits
+) -> Iterator[SegmentImages]:
+    from pipeline.media import decode as media
+
+    n_frames = min(spec.frames_per_segment, spec.max_frames)
+    for segment, frames in media.iter_video_segments(
+        uri, segments, n_frames, spec.image_size, limits=limits
+    ):
+        yield SegmentImages(segment, "video", frames)
 
 
 def _audio_images(uri: str, segments: list[Segment], spec: SequenceSpec) -> Iterator[SegmentImages]:
@@ -160,14 +172,3 @@ def _audio_of_video_images(
             log.warning("audio track of %s unusable from segment %d: %s", uri, done, exc)
     for segment in segments[done:]:
         yield SegmentImages(segment, "audio", empty)
-
-
-def clip_images(
-    uri: str, modality: str, spec: SequenceSpec, duration_seconds: float | None = None
-) -> npt.NDArray[np.uint8]:
-    """The first segment's main stream (frames of a video, windows of an audio file): uint8
-    ``(n, S, S, 3)``. A convenience for short clips and notebooks."""
-    stream = "video" if modality == "video" else "audio"
-    for item in iter_clip_images(uri, modality, spec, duration_seconds, streams=(stream,)):
-        return item.images
-    raise MediaError(f"{uri}: no {stream} sequence")

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from pipeline.features.store import FeatureStore, SegmentFeatures
 from pipeline.media.sequences import SequenceSpec
 from pipeline.model.architecture import predict_probabilities
-from pipeline.model.inputs import decode_segments, end_to_end_inputs
+from pipeline.model.inputs import end_to_end_inputs, iter_clip_segments
 from pipeline.model.kinds import ModelKind
 from pipeline.warehouse.database import ClipRecord
 
@@ -66,19 +66,20 @@ def predict_segments(
 def _predict_from_media(
     model: Any, clips: Sequence[ClipRecord], streams: Sequence[str], spec: SequenceSpec
 ) -> SegmentProbabilities:
-    from pipeline.media.decode import plan_segments
-
     result: SegmentProbabilities = {}
     for clip in clips:
-        planned = plan_segments(clip.duration_seconds or 0.0, spec.segment_seconds)
-        for index, images in enumerate(decode_segments(clip, spec, streams)):
+        for segment, images in iter_clip_segments(clip, spec, streams):
             if not any(images[s].shape[0] for s in streams):
                 continue
             inputs = {k: v[np.newaxis] for k, v in end_to_end_inputs(images, spec).items()}
             probs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)[0]
-            segment = planned[min(index, len(planned) - 1)]
             meta = SegmentFeatures(
-                clip.clip_id, index, len(planned), segment.start, segment.end, clip.modality or ""
+                clip.clip_id,
+                segment.index,
+                segment.count,
+                segment.start,
+                segment.end,
+                clip.modality or "",
             )
             result.setdefault(clip.clip_id, []).append((meta, probs))
     return result

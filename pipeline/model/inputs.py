@@ -4,9 +4,9 @@ Two sources feed the models:
 
 * cached features (the head): TFRecord ``SequenceExample`` parts of the feature store, one
   example per clip segment, ``{stream: (frames, 512)}``;
-* decoded media (the end-to-end model): images decoded from the stored media files clip by clip
-  while training runs (never all in memory), ``{stream: (frames, S, S, 3) uint8,
-  stream_mask: (frames,) bool}``.
+* decoded media (the end-to-end model): images decoded from the stored media files segment by
+  segment while training runs (memory holds one segment of one clip), ``{stream: (frames, S, S,
+  3) uint8, stream_mask: (frames,) bool}``.
 
 Both pad each batch to its longest sequence (at least one step, so an absent stream is a fully
 masked sequence) and carry the clip id of every example, for clip-level metrics.
@@ -17,24 +17,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pipeline import storage
-from pipeline.errors import StoreError
+from pipeline.errors import MediaError, StoreError
 from pipeline.features.identity import FEATURE_DIM
 from pipeline.features.store import parse_sequence_example
 from pipeline.media.sequences import SequenceSpec, iter_clip_images
 from pipeline.warehouse.database import ClipRecord
+
+if TYPE_CHECKING:
+    from pipeline.media.decode import Segment
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Split:
-    """The clips of one split with their class indices, and how many usable segments they have."""
+    """The clips of one split with their class indices, and how many usable segments they have
+    (found in the feature store, or planned from the clips' durations for the media)."""
 
     clips: Sequence[ClipRecord]
     labels: Mapping[str, int]  # clip id -> class index
@@ -123,8 +128,14 @@ def media_dataset(
     shuffle_seed: int | None = None,
 ) -> Any:
     """``tf.data`` of ``({stream: images, stream_mask: mask}, one-hot, clip_ids)`` decoded from
-    the media files clip by clip (the end-to-end model's input). With ``shuffle_seed`` the clip
-    order changes every epoch (seeded)."""
+    the media files segment by segment (the end-to-end model's input). With ``shuffle_seed`` the
+    clip order changes every epoch (seeded).
+
+    The number of batches is left unknown: ``split.examples`` is planned from the clips'
+    durations, and what decoding yields can differ (a clip with no decodable segment in
+    ``streams`` yields nothing, and one that fails to decode is skipped from the failure on, with
+    a warning). Keras runs each epoch to the end of the data.
+    """
     from pipeline.tfenv import tf
 
     size = spec.image_size
@@ -139,9 +150,14 @@ def media_dataset(
         for clip in order:
             one_hot = np.zeros(n_classes, np.float32)
             one_hot[split.labels[clip.clip_id]] = 1.0
-            for segment_images in decode_segments(clip, spec, streams):
-                if any(segment_images[s].shape[0] for s in streams):
-                    yield end_to_end_inputs(segment_images, spec), one_hot, clip.clip_id.encode()
+            try:
+                for _, images in iter_clip_segments(clip, spec, streams):
+                    if any(images[s].shape[0] for s in streams):
+                        yield end_to_end_inputs(images, spec), one_hot, clip.clip_id.encode()
+            except MediaError as exc:  # ingest decoded it once; one bad clip must not end a fit
+                log.warning(
+                    "skipping the rest of clip %s (%s): %s", clip.clip_id[:12], clip.uri, exc
+                )
 
     signature = (
         {
@@ -163,23 +179,32 @@ def media_dataset(
             [],
         ),
     )
-    batches = -(-split.examples // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(2)
 
 
-def decode_segments(
+def iter_clip_segments(
     clip: ClipRecord, spec: SequenceSpec, streams: Sequence[str]
-) -> list[dict[str, npt.NDArray[np.uint8]]]:
-    """A clip's images per segment, ``[{stream: (frames, S, S, 3)}]`` (in segment order)."""
+) -> Iterator[tuple[Segment, dict[str, npt.NDArray[np.uint8]]]]:
+    """A clip's images segment by segment: ``(segment, {stream: (frames, S, S, 3) uint8})`` in
+    segment order, each yielded as soon as it is decoded (memory holds one segment). Every
+    stream of ``streams`` is a key; one the clip does not have is ``(0, S, S, 3)``. A clip with
+    none of ``streams`` yields nothing (and is not decoded).
+
+    Raises:
+        MediaError: the clip cannot be decoded (see
+            :func:`~pipeline.media.sequences.iter_clip_images`).
+    """
     empty = np.zeros((0, spec.image_size, spec.image_size, 3), np.uint8)
-    segments: dict[int, dict[str, npt.NDArray[np.uint8]]] = {}
     wanted = [s for s in streams if s in spec.streams_for(clip.modality or "")]
-    if wanted:
-        uri, modality = clip.media_uri or clip.uri, clip.modality or ""
-        for item in iter_clip_images(uri, modality, spec, clip.duration_seconds, wanted):
-            segments.setdefault(item.segment.index, {})[item.stream] = item.images
-    return [{s: segments[i].get(s, empty) for s in streams} for i in sorted(segments)]
+    if not wanted:
+        return
+    uri, modality = clip.media_uri or clip.uri, clip.modality or ""
+    items = iter_clip_images(uri, modality, spec, clip.duration_seconds, wanted)
+    # iter_clip_images yields segment-major, so each segment's items are consecutive.
+    for _, segment_items in groupby(items, key=lambda item: item.segment.index):
+        decoded = {item.stream: item for item in segment_items}
+        segment = next(iter(decoded.values())).segment
+        yield segment, {s: decoded[s].images if s in decoded else empty for s in streams}
 
 
 def end_to_end_inputs(

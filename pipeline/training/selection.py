@@ -1,5 +1,11 @@
 """Which labelled clips train, validate and test a model, the streams it reads, the class
-weights, and the fingerprint that names the training (numpy only)."""
+weights, and the fingerprint that names the training (numpy only).
+
+Clips are chosen from an inventory ``{clip_id: [{stream: frames}, ...]}`` (per clip, per
+segment, frames per stream): the feature store's for the head (:meth:`FeatureStore.segment_frames`),
+the one planned from the warehouse for the end-to-end model (:func:`planned_segment_frames`),
+which reads the media and needs no feature cache.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.config import STREAMS
 from pipeline.errors import DataValidationError
@@ -16,16 +23,19 @@ from pipeline.model.inputs import Split
 from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import ClipRecord
 
+if TYPE_CHECKING:
+    from pipeline.media.sequences import SequenceSpec
+
 log = logging.getLogger("pipeline.training.trainer")
 
 SPLITS = ("train", "val", "test")
 #: Bump when training code changes what the same data and parameters produce.
-TRAINER_VERSION = 4
+TRAINER_VERSION = 5
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Labelled clips with usable features, per split, and what the model will read."""
+    """Labelled clips with usable segments, per split, and what the model will read."""
 
     clips: dict[str, list[ClipRecord]]
     class_names: list[str]
@@ -42,22 +52,64 @@ class TrainingSet:
         return Split(clips, {c.clip_id: index[str(c.label)] for c in clips}, self.examples[name])
 
 
+def planned_segment_frames(
+    clips: Sequence[ClipRecord], spec: SequenceSpec
+) -> dict[str, list[dict[str, int]]]:
+    """The inventory decoding ``clips`` is expected to give, planned without decoding: per clip
+    id, per segment (:func:`~pipeline.media.decode.plan_segments` of its probed duration), the
+    frames of every stream: those its modality has (:meth:`SequenceSpec.streams_for`), 0 for the
+    others (the shape of :meth:`FeatureStore.segment_frames`).
+
+    Video frames are exact (``frames_per_segment`` capped by ``max_frames``); audio windows are
+    estimated from the segment length (the spectrogram adds a few columns at the edges). A clip
+    of unknown duration is planned as one segment, and a video's audio stream is planned whether
+    or not the file has an audio track (the plan reads no media): decoding may yield fewer
+    segments or frames, which the end-to-end input tolerates. Clips without a modality are left
+    out.
+    """
+    from pipeline.media.decode import plan_segments
+
+    inventory: dict[str, list[dict[str, int]]] = {}
+    for clip in clips:
+        if not clip.modality:
+            continue
+        streams = spec.streams_for(clip.modality)
+        inventory[clip.clip_id] = [
+            {s: _planned_frames(s, segment.seconds, spec) if s in streams else 0 for s in STREAMS}
+            for segment in plan_segments(clip.duration_seconds or 0.0, spec.segment_seconds)
+        ]
+    return inventory
+
+
+def _planned_frames(stream: str, seconds: float, spec: SequenceSpec) -> int:
+    if stream == "video":
+        return min(spec.frames_per_segment, spec.max_frames)
+    # Spectrogram windows of ``seconds`` of audio: at least one (short audio is padded).
+    fits = 1 + int(max(0.0, seconds - spec.audio_window_seconds) // spec.audio_hop_seconds)
+    return max(1, min(spec.max_frames, fits))
+
+
 def select_training_set(
     labelled: Sequence[ClipRecord],
     segment_frames: dict[str, list[dict[str, int]]],
     streams: str = "auto",
+    *,
+    from_media: bool = False,
 ) -> TrainingSet:
-    """Split the labelled clips that have features and choose the streams the model reads.
+    """Split the labelled clips in the inventory and choose the streams the model reads.
 
     ``streams="auto"`` takes every stream some training clip has frames in. Clips without frames
     in the chosen streams, and val/test clips whose label is absent from train, are left out.
+    ``from_media`` says the inventory is planned from the media (the end-to-end model), not read
+    from the feature store; it changes only what the messages tell the user to do.
 
     Raises:
         DataValidationError: fewer than two classes in the train split.
     """
     with_features = [c for c in labelled if c.clip_id in segment_frames]
     missing = len(labelled) - len(with_features)
-    if missing:
+    inputs = "media" if from_media else "features"
+    if missing and not from_media:
         log.warning("%d labelled clips have no features yet; run `stpipe extract`", missing)
     if streams == "auto":
         present = {
@@ -83,9 +135,10 @@ def select_training_set(
     if len(train_counts) < 2 or not chosen:
         raise DataValidationError(
             f"the train split needs labelled clips of at least two classes with "
-            f"{'/'.join(chosen) or 'any'} features; found {dict(train_counts) or 'none'} "
-            f"({len(labelled)} labelled clips, {missing} without features). Ingest labelled "
-            "media (`stpipe ingest DIR --labelled`) and run `stpipe extract`."
+            f"{'/'.join(chosen) or 'any'} {inputs}; found {dict(train_counts) or 'none'} "
+            f"({len(labelled)} labelled clips, {missing} without {inputs}). Ingest labelled "
+            "media (`stpipe ingest DIR --labelled`)"
+            + ("." if from_media else " and run `stpipe extract`.")
         )
     class_names = sorted(str(label) for label in train_counts)
     for split in ("val", "test"):

@@ -6,9 +6,13 @@ cross-entropy and accuracy):
 * the **head** (default) reads cached VGG-16 features: a ``tf.data`` pipeline over the feature
   store's TFRecord parts, one example per clip segment;
 * the **end-to-end** model (``end_to_end=True``) is the seed's
-  ``TimeDistributed(VGG-16 + GAP)`` network, trained on images decoded from the media while it
-  trains (``cnn_trainable`` fine-tunes VGG-16). Frozen, it computes exactly what the head
-  computes on cached features (see tests/unit/test_parity.py), which is why caching is allowed.
+  ``TimeDistributed(VGG-16 + GAP)`` network, trained on images decoded from the media segment
+  by segment while it trains (``cnn_trainable`` fine-tunes VGG-16). Frozen, it computes exactly
+  what the head computes on cached features (see tests/unit/test_parity.py), which is why
+  caching is allowed. It needs no feature cache: its clips' segments are planned from their
+  probed durations (:func:`~pipeline.training.selection.planned_segment_frames`) and its
+  standardisation statistics come from a bounded sample of training frames run through its own
+  VGG-16 (:func:`~pipeline.training.statistics.sampled_frame_statistics`).
 
 Labels and splits come from the warehouse by clip id; data is validated first
 (:mod:`pipeline.training.validation`). Training checkpoints every epoch under
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,10 +53,16 @@ from pipeline.training.params import TrainParams
 from pipeline.training.selection import (
     TrainingSet,
     class_weights,
+    planned_segment_frames,
     select_training_set,
     training_fingerprint,
 )
-from pipeline.training.statistics import feature_statistics
+from pipeline.training.statistics import (
+    STATISTICS_BATCH_SIZE,
+    StreamStatistics,
+    feature_statistics,
+    sampled_frame_statistics,
+)
 from pipeline.training.validation import DataReport, validate_training_data
 from pipeline.training.version_folder import write_version_folder
 from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse
@@ -64,7 +75,7 @@ class TrainingData:
     """The selected, validated data of a run and the fingerprint that names it."""
 
     training_set: TrainingSet
-    segment_frames: dict[str, list[dict[str, int]]]
+    segment_frames: dict[str, list[dict[str, int]]]  # the store's, or planned from the media
     report: DataReport
     fingerprint: str
 
@@ -89,12 +100,12 @@ def train_model(
 
     Args:
         labelled: labelled ``ok`` clips from the warehouse.
-        store: feature store of the current settings (the head's input; the data inventory and
-            standardisation statistics of the end-to-end model too).
+        store: feature store of the current settings (the head's input; the end-to-end model
+            reads the media and never the store).
         warehouse: the registry.
         job: where to write, what to record, how to promote.
     """
-    data = prepare_data(labelled, store, job.params)
+    data = prepare_data(labelled, store, job)
     record = warehouse.model_with_fingerprint(data.fingerprint)
     fit = None
     if record is None:
@@ -122,16 +133,23 @@ def train_model(
 
 
 def prepare_data(
-    labelled: Sequence[ClipRecord], store: FeatureStore, params: TrainParams
+    labelled: Sequence[ClipRecord], store: FeatureStore, job: TrainingJob
 ) -> TrainingData:
-    """Select the clips and streams, validate them, and fingerprint the training."""
-    segment_frames = store.segment_frames()
-    training_set = select_training_set(labelled, segment_frames, params.streams)
+    """Select the clips and streams, validate them, and fingerprint the training. The head's
+    inventory is the feature store's; the end-to-end model's is planned from the warehouse."""
+    params, from_media = job.params, job.params.end_to_end
+    if from_media:
+        segment_frames = planned_segment_frames(labelled, job.sequence_spec)
+    else:
+        segment_frames = store.segment_frames()
+    training_set = select_training_set(
+        labelled, segment_frames, params.streams, from_media=from_media
+    )
     report = validate_training_data(
         training_set.clips,
         segment_frames,
         training_set.streams,
-        store,
+        None if from_media else store,
         min_clips_per_class=params.min_clips_per_class,
     )
     fingerprint = training_fingerprint(training_set, store.settings_hash, params)
@@ -217,9 +235,8 @@ def _build(training_set: TrainingSet, store: FeatureStore, job: TrainingJob) -> 
     from pipeline.model.architecture import build_end_to_end_model, build_sequence_head
 
     params = job.params
-    train_ids = [c.clip_id for c in training_set.clips["train"]]
-    statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
     if params.end_to_end:
+        statistics = _sampled_statistics(training_set, job)
         return build_end_to_end_model(
             len(training_set.class_names),
             statistics,
@@ -231,13 +248,33 @@ def _build(training_set: TrainingSet, store: FeatureStore, job: TrainingJob) -> 
             lstm_units=params.lstm_units,
             dropout=params.dropout,
         )
+    train_ids = [c.clip_id for c in training_set.clips["train"]]
     return build_sequence_head(
         len(training_set.class_names),
-        statistics,
+        {s: feature_statistics(store, train_ids, s) for s in training_set.streams},
         learning_rate=params.learning_rate,
         lstm_units=params.lstm_units,
         dropout=params.dropout,
     )
+
+
+def _sampled_statistics(training_set: TrainingSet, job: TrainingJob) -> StreamStatistics:
+    """The end-to-end model's standardisation statistics, from a sample of training frames run
+    through a frozen copy of its VGG-16 (same weights, seed, image size and float32)."""
+    from pipeline.features.cnn import build_embedder
+    from pipeline.tfenv import keras
+
+    spec, params = job.sequence_spec, job.params
+    embedder = build_embedder(
+        job.cnn_weights, spec.image_size, "float32", STATISTICS_BATCH_SIZE, params.seed
+    )
+    sample = sampled_frame_statistics(
+        training_set.clips["train"], training_set.streams, spec, embedder, seed=params.seed
+    )
+    # Building the sample's encoder drew from the global seed: the model's init starts from the
+    # seed again, as it would without the sample.
+    keras.utils.set_random_seed(params.seed)
+    return sample.by_stream
 
 
 def _fit(
@@ -253,21 +290,27 @@ def _fit(
     has_val = bool(data.training_set.examples["val"])
     if not has_val:
         log.warning("no validation clips: early stopping watches the training loss instead")
-    model.fit(
-        without_clip_ids(inputs("train", params.batch_size, params.seed)),
-        validation_data=without_clip_ids(inputs("val", params.batch_size)) if has_val else None,
-        epochs=params.epochs,
-        initial_epoch=state.next_epoch,
-        class_weight=class_weights(data.training_set, params.class_weights, data.segment_frames),
-        callbacks=[
-            Checkpointer(run_dir, state, "val_loss" if has_val else "loss", params.patience),
-            keras.callbacks.TensorBoard(
-                log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
+    with warnings.catch_warnings():
+        # The media dataset's length is unknown until decoded, so Keras meets its end in every
+        # epoch and warns that the input "ran out of data": that end is the epoch's end.
+        warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+        model.fit(
+            without_clip_ids(inputs("train", params.batch_size, params.seed)),
+            validation_data=without_clip_ids(inputs("val", params.batch_size)) if has_val else None,
+            epochs=params.epochs,
+            initial_epoch=state.next_epoch,
+            class_weight=class_weights(
+                data.training_set, params.class_weights, data.segment_frames
             ),
-        ],
-        shuffle=False,  # the datasets shuffle themselves, seeded
-        verbose=0,
-    )
+            callbacks=[
+                Checkpointer(run_dir, state, "val_loss" if has_val else "loss", params.patience),
+                keras.callbacks.TensorBoard(
+                    log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
+                ),
+            ],
+            shuffle=False,  # the datasets shuffle themselves, seeded
+            verbose=0,
+        )
 
 
 def _evaluate(

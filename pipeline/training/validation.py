@@ -3,7 +3,7 @@
 Checks, each with a message that says what to do:
 
 * every class has at least ``min_clips_per_class`` training clips;
-* no NaN or infinite feature values in any split.
+* no NaN or infinite feature values in any split (when training reads cached features).
 
 (Fewer than two classes is refused earlier, by
 :func:`pipeline.training.selection.select_training_set`; a clip has exactly one split, so the
@@ -61,7 +61,7 @@ def validate_training_data(
     clips: dict[str, list[ClipRecord]],
     segment_frames: dict[str, list[dict[str, int]]],
     streams: Sequence[str],
-    store: FeatureStore,
+    store: FeatureStore | None,
     *,
     min_clips_per_class: int = 2,
 ) -> DataReport:
@@ -69,9 +69,11 @@ def validate_training_data(
 
     Args:
         clips: per split, the labelled clips that will be used.
-        segment_frames: per clip id, per segment, frames per stream.
+        segment_frames: per clip id, per segment, frames per stream (read from the feature
+            store, or planned from the media for the end-to-end model).
         streams: streams the model will read.
-        store: where the features are (scanned for NaN / inf).
+        store: where the features are (scanned for NaN / inf); None when training decodes the
+            media instead (decoding checks its own samples).
         min_clips_per_class: fewest training clips a class may have.
     """
     report = DataReport()
@@ -104,16 +106,26 @@ def validate_training_data(
                 f"class {label!r} has {per_split['train']} training clip(s), fewer than "
                 f"min_clips_per_class={min_clips_per_class}: add clips or lower the minimum"
             )
-    ids = [c.clip_id for split_clips in clips.values() for c in split_clips]
-    for stream in streams:
-        for frames in store.iter_stream_frames(ids, stream):
-            if not np.all(np.isfinite(frames)):
-                report.problems.append(
-                    f"{stream} features contain NaN or infinite values: re-extract with "
-                    "`stpipe extract` after deleting the affected feature folder"
-                )
-                break
+    if store is not None:
+        ids = [c.clip_id for split_clips in clips.values() for c in split_clips]
+        report.problems.extend(_non_finite_features(store, ids, streams))
     log.info("training data:\n%s", report.describe())
     if report.problems:
         raise DataValidationError("training data refused:\n- " + "\n- ".join(report.problems))
     return report
+
+
+def _non_finite_features(
+    store: FeatureStore, clip_ids: Sequence[str], streams: Sequence[str]
+) -> list[str]:
+    """A problem for each stream whose cached features hold NaN or infinite values."""
+    problems = []
+    for stream in streams:
+        for frames in store.iter_stream_frames(clip_ids, stream):
+            if not np.all(np.isfinite(frames)):
+                problems.append(
+                    f"{stream} features contain NaN or infinite values: re-extract with "
+                    "`stpipe extract` after deleting the affected feature folder"
+                )
+                break
+    return problems

@@ -137,3 +137,20 @@ def test_models_commands_list_promote_and_roll_back(settings: Settings) -> None:
     assert missing.returncode == 1 and "no model version 'v0099'" in missing.stderr
     gated = stpipe(settings, "models", "promote", "v0002", check=False)  # the gate decides
     assert ("is now in production" in gated.stdout) == (production() == "v0002")
+
+
+def test_cli_trains_the_end_to_end_model_on_ingested_media_without_extract(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from pipeline.features.store import FeatureStore
+    from pipeline.registry.artifacts import read_metadata
+
+    small_corpus(tmp_path / "media")
+    stpipe(settings, "ingest", str(tmp_path / "media" / "labelled"), "--labelled")
+    trained = stpipe(settings, "train", "--end-to-end", "--epochs", "1")
+    assert "end_to_end" in trained.stdout
+    with Warehouse.connect(settings.warehouse) as wh:
+        production = wh.production_model()
+    assert production is not None and read_metadata(production)["kind"] == "end_to_end"
+    assert production.class_names == ["beep", "blue_then_red", "red_then_blue"]
+    assert FeatureStore.from_settings(settings).parquet_parts() == []

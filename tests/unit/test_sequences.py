@@ -8,9 +8,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import MediaError
-from pipeline.media.sequences import SequenceSpec, clip_images, iter_clip_images
+from pipeline.media.sequences import SequenceSpec, iter_clip_images
 from pipeline.media.synthetic import write_video
 from tests.media_factory import gray_ramp_video, tone, tone_file
+from tests.media_helpers import clip_images
 
 
 def test_video_becomes_frames_per_segment_images(tmp_path: Path, settings: Settings) -> None:
@@ -64,6 +65,13 @@ def test_video_with_audio_track_gives_both_streams_on_the_same_segments(
     assert all(it.images.shape[0] >= 9 for it in by_stream["audio"])  # ~2 s of windows each
     first, second = by_stream["video"][0].segment, by_stream["video"][1].segment
     assert (first.start, second.end) == (0.0, pytest.approx(4.0, abs=0.15))
+    # segment by segment, so a consumer of whole segments holds one at a time
+    assert [(it.segment.index, it.stream) for it in items] == [
+        (0, "video"),
+        (0, "audio"),
+        (1, "video"),
+        (1, "audio"),
+    ]
 
 
 def test_video_without_audio_track_gives_empty_audio(tmp_path: Path, settings: Settings) -> None:
