@@ -60,9 +60,16 @@ def model_training() -> None:
     def validate_training_data(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pipeline.config import load_settings
         from pipeline.stages import run_validate
+        from pipeline.training.params import TrainParams
 
         assert params is not None  # injected by Airflow
-        report = run_validate(load_settings(), str(params["streams"]))
+        settings = load_settings()
+        chosen = TrainParams(
+            streams=str(params["streams"]),
+            end_to_end=bool(params["end_to_end"]),
+            seed=settings.seed,
+        )
+        report = run_validate(settings, chosen)
         return {k: report[k] for k in ("classes", "segments", "streams", "class_names")}
 
     @task(execution_timeout=timedelta(minutes=5))

@@ -24,10 +24,9 @@ from pipeline.registry.gate import GateDecision, promotion_gate
 from pipeline.registry.promotion import PromotionMode, promote_version, promotion_mode
 from pipeline.registry.versions import get_model
 from pipeline.scoring.score import ScoreSummary, score_clips
+from pipeline.training.data import prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
-from pipeline.training.selection import select_training_set
-from pipeline.training.validation import validate_training_data
 from pipeline.warehouse.claims import WarehouseClaims
 from pipeline.warehouse.database import Warehouse
 
@@ -169,9 +168,39 @@ def plan_extraction(settings: Settings) -> list[dict[str, int]]:
 def run_train(
     settings: Settings, params: TrainParams | None = None, *, promote: bool | None = None
 ) -> TrainResult:
-    """Train a model on the current settings' features, register it, and promote it if asked
-    (``promote=True``), never (``False``), or if it passes the promotion gate (``None``)."""
-    job = TrainingJob(
+    """Train a model on the current settings' features (or, end to end, on the media), register
+    it, and promote it if asked (``promote=True``), never (``False``), or if it passes the
+    promotion gate (``None``)."""
+    from pipeline.training.trainer import train_model  # TensorFlow
+
+    job = _training_job(settings, params, promote)
+    store = FeatureStore.from_settings(settings)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        return train_model(warehouse.clips(status="ok", labelled=True), store, warehouse, job)
+
+
+def run_validate(settings: Settings, params: TrainParams | None = None) -> dict[str, Any]:
+    """Check the data ``params`` would train on, without training: per-class counts, sequence
+    lengths, problems.
+
+    Raises:
+        DataValidationError: the data cannot train a meaningful model (the message lists why).
+    """
+    job = _training_job(settings, params, None)
+    store = FeatureStore.from_settings(settings)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        data = prepare_data(warehouse.clips(status="ok", labelled=True), store, job)
+    return {
+        **data.report.as_dict(),
+        "streams": list(data.training_set.streams),
+        "class_names": data.training_set.class_names,
+    }
+
+
+def _training_job(
+    settings: Settings, params: TrainParams | None, promote: bool | None
+) -> TrainingJob:
+    return TrainingJob(
         models_root=settings.models_root,
         runs_root=settings.runs_root,
         feature_settings=settings.feature_settings(),
@@ -181,39 +210,6 @@ def run_train(
         promotion=promotion_mode(promote),
         promotion_margin=settings.promotion_margin,
     )
-    from pipeline.training.trainer import train_model  # TensorFlow
-
-    store = FeatureStore.from_settings(settings)
-    with Warehouse.connect(settings.warehouse) as warehouse:
-        return train_model(warehouse.clips(status="ok", labelled=True), store, warehouse, job)
-
-
-def run_validate(
-    settings: Settings, streams: str = "auto", min_clips_per_class: int = 2
-) -> dict[str, Any]:
-    """Check the training data without training: per-class counts, sequence lengths, problems.
-
-    Raises:
-        DataValidationError: the data cannot train a meaningful model (the message lists why).
-    """
-    store = FeatureStore.from_settings(settings)
-    segment_frames = store.segment_frames()
-    with Warehouse.connect(settings.warehouse) as warehouse:
-        training_set = select_training_set(
-            warehouse.clips(status="ok", labelled=True), segment_frames, streams
-        )
-    report = validate_training_data(
-        training_set.clips,
-        segment_frames,
-        training_set.streams,
-        store,
-        min_clips_per_class=min_clips_per_class,
-    )
-    return {
-        **report.as_dict(),
-        "streams": list(training_set.streams),
-        "class_names": training_set.class_names,
-    }
 
 
 def run_gate(settings: Settings, model_version: str) -> GateDecision:

@@ -48,14 +48,12 @@ from pipeline.registry.gate import GateDecision
 from pipeline.registry.promotion import promote_version
 from pipeline.registry.versions import get_model
 from pipeline.training.checkpoint import Checkpointer, RunState, remove_checkpoints
+from pipeline.training.data import TrainingData, prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
 from pipeline.training.selection import (
     TrainingSet,
     class_weights,
-    planned_segment_frames,
-    select_training_set,
-    training_fingerprint,
 )
 from pipeline.training.statistics import (
     STATISTICS_BATCH_SIZE,
@@ -63,21 +61,10 @@ from pipeline.training.statistics import (
     feature_statistics,
     sampled_frame_statistics,
 )
-from pipeline.training.validation import DataReport, validate_training_data
 from pipeline.training.version_folder import write_version_folder
 from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """The selected, validated data of a run and the fingerprint that names it."""
-
-    training_set: TrainingSet
-    segment_frames: dict[str, list[dict[str, int]]]  # the store's, or planned from the media
-    report: DataReport
-    fingerprint: str
 
 
 @dataclass
@@ -130,30 +117,6 @@ def train_model(
     result = _result(record, data, fit, gate, warehouse)
     _log_result(result)
     return result
-
-
-def prepare_data(
-    labelled: Sequence[ClipRecord], store: FeatureStore, job: TrainingJob
-) -> TrainingData:
-    """Select the clips and streams, validate them, and fingerprint the training. The head's
-    inventory is the feature store's; the end-to-end model's is planned from the warehouse."""
-    params, from_media = job.params, job.params.end_to_end
-    if from_media:
-        segment_frames = planned_segment_frames(labelled, job.sequence_spec)
-    else:
-        segment_frames = store.segment_frames()
-    training_set = select_training_set(
-        labelled, segment_frames, params.streams, from_media=from_media
-    )
-    report = validate_training_data(
-        training_set.clips,
-        segment_frames,
-        training_set.streams,
-        None if from_media else store,
-        min_clips_per_class=params.min_clips_per_class,
-    )
-    fingerprint = training_fingerprint(training_set, store.settings_hash, params)
-    return TrainingData(training_set, segment_frames, report, fingerprint)
 
 
 def fit_and_evaluate(

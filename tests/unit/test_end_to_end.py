@@ -12,7 +12,7 @@ from pipeline.config import Settings
 from pipeline.features.store import FeatureStore
 from pipeline.media.sequences import SequenceSpec
 from pipeline.registry.artifacts import read_metadata
-from pipeline.stages import run_extract, run_ingest, run_score, run_train
+from pipeline.stages import run_extract, run_ingest, run_score, run_train, run_validate
 from pipeline.training.params import TrainParams
 from pipeline.training.statistics import feature_statistics, sampled_frame_statistics
 from pipeline.warehouse.database import ClipRecord, Warehouse
@@ -29,6 +29,9 @@ def test_end_to_end_model_trains_from_media_alone_and_scores(
         colour_video(tmp_path / "in" / "red_blue" / f"{i}.mp4", [(shade, 0, 0), (0, 0, shade)])
         colour_video(tmp_path / "in" / "blue_red" / f"{i}.mp4", [(0, 0, shade), (shade, 0, 0)])
     run_ingest(settings, str(tmp_path / "in"), labelled=True)  # and no `stpipe extract`
+    # the DAG's validate_training_data task checks the same planned inventory
+    report = run_validate(settings, TrainParams(end_to_end=True))
+    assert report["class_names"] == ["blue_red", "red_blue"] and report["problems"] == []
     result = run_train(settings, TrainParams(epochs=2, batch_size=4, end_to_end=True))
     assert result.kind == "end_to_end" and result.production and not result.reused
     assert result.epochs_run == 2 and result.metrics["examples"] >= 1
