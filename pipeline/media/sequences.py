@@ -1,11 +1,11 @@
 """Turn one clip into the image sequences the CNN sees, segment by segment.
 
-A clip is cut into segments (see :func:`pipeline.media.plan_segments`); each segment gives up
+A clip is cut into segments (see :func:`pipeline.media.decode.plan_segments`); each segment gives up
 to two sequences, one per *stream*:
 
 * ``video``: ``frames_per_segment`` frames sampled uniformly over the segment (videos only);
 * ``audio``: log-mel spectrogram windows of the segment's audio (see
-  :mod:`pipeline.spectrogram`), at most ``max_frames``; for a video, its audio track on the
+  :mod:`pipeline.media.spectrogram`), at most ``max_frames``; for a video, its audio track on the
   same segment boundaries (an empty sequence when it has none).
 
 Sequences keep their true length; padding to a batch's longest sequence happens at training
