@@ -94,12 +94,7 @@ def sampled_frame_statistics(
     """
     if max_clips < 1 or max_images < 1:
         raise ValueError("max_clips and max_images must be >= 1")
-    candidates = sorted(
-        (c for c in clips if set(streams) & set(spec.streams_for(c.modality or ""))),
-        key=lambda c: c.clip_id,
-    )
-    order = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]
-    order = order[:max_clips]
+    order = _sample_order(clips, streams, spec, seed)[:max_clips]
     per_clip = math.ceil(max_images / max(1, len(order)))
     sums = {s: _BatchedMoments(embedder) for s in streams}
     decoded = 0
@@ -111,25 +106,37 @@ def sampled_frame_statistics(
             _sample_clip(clip, streams, spec, sums, min(per_clip, max_images), max_images)
         except MediaError as exc:
             log.warning("statistics: skipping clip %s (%s): %s", clip.clip_id[:12], clip.uri, exc)
-    by_stream: StreamStatistics = {}
-    for stream, moments in sums.items():
-        moments.flush()
-        if moments.count:
-            by_stream[stream] = moments.mean_variance()
-        else:
-            log.warning(
-                "statistics: no %s image in %d sampled clips; %s features are not standardised",
-                stream,
-                decoded,
-                stream,
-            )
-            by_stream[stream] = (
-                np.zeros(FEATURE_DIM, np.float32),
-                np.ones(FEATURE_DIM, np.float32),
-            )
+    by_stream = {stream: _mean_variance(stream, m, decoded) for stream, m in sums.items()}
     images = {s: sums[s].count for s in streams}
     log.info("statistics: %s images from %d sampled training clips", images, decoded)
     return SampledStatistics(by_stream, images, decoded)
+
+
+def _sample_order(
+    clips: Sequence[ClipRecord], streams: Sequence[str], spec: SequenceSpec, seed: int
+) -> list[ClipRecord]:
+    """The clips that have one of ``streams``, in clip-id order permuted by ``seed``."""
+    candidates = sorted(
+        (c for c in clips if set(streams) & set(spec.streams_for(c.modality or ""))),
+        key=lambda c: c.clip_id,
+    )
+    return [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]
+
+
+def _mean_variance(
+    stream: str, moments: _BatchedMoments, decoded: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The stream's statistics; mean 0 and variance 1 (no standardisation) without an image."""
+    moments.flush()
+    if moments.count:
+        return moments.mean_variance()
+    log.warning(
+        "statistics: no %s image in %d sampled clips; %s features are not standardised",
+        stream,
+        decoded,
+        stream,
+    )
+    return np.zeros(FEATURE_DIM, np.float32), np.ones(FEATURE_DIM, np.float32)
 
 
 def _sample_clip(
