@@ -207,6 +207,18 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(
         0.0, description="Macro-F1 a new model must gain over production to be promoted."
     )
+    review_threshold: float = Field(
+        0.6,
+        description="Confidence (0-1) below which a production prediction goes to review.",
+    )
+    drift_psi_threshold: float = Field(
+        0.2,
+        description="Population stability index above which prediction_drift flags a day.",
+    )
+    retrain_min_feedback: int = Field(
+        0,
+        description="New feedback labels that trigger model_training (0: never, off).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -273,6 +285,12 @@ class Settings(BaseSettings):
         for name in ("max_duration_seconds", "max_fps", "claim_lease_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PIPELINE_{name.upper()} must be positive")
+        if not 0.0 <= self.review_threshold <= 1.0:
+            raise ValueError("PIPELINE_REVIEW_THRESHOLD is a confidence: between 0 and 1")
+        if self.drift_psi_threshold <= 0:
+            raise ValueError("PIPELINE_DRIFT_PSI_THRESHOLD must be positive")
+        if self.retrain_min_feedback < 0:
+            raise ValueError("PIPELINE_RETRAIN_MIN_FEEDBACK must be 0 (off) or positive")
         if self.min_bytes_per_second < 0:
             raise ValueError("PIPELINE_MIN_BYTES_PER_SECOND must be >= 0")
         return self

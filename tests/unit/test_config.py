@@ -197,6 +197,9 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "max_segments_per_clip": (10,),
     "claim_lease_seconds": (5.0,),
     "promotion_margin": (0.01,),
+    "review_threshold": (0.5,),
+    "drift_psi_threshold": (0.25,),
+    "retrain_min_feedback": (20,),
 }
 
 #: Fields whose effect on the features shows only on top of another setting: the seed makes the
