@@ -1,8 +1,17 @@
 """Settings: one typed object, built once at the edge (CLI command, Airflow task) and passed down.
 
 Every field comes from an environment variable ``PIPELINE_<FIELD>`` (for example
-``PIPELINE_IMAGE_SIZE=64``). ``PIPELINE_SETTINGS_FILE`` may name a TOML file whose keys
-(lower-case field names) fill in whatever the environment does not set.
+``PIPELINE_IMAGE_SIZE=64``) or from a settings file: TOML with flat keys, the lower-case field
+names (``image_size = 64``). Where a field is set in several places, the first of these wins:
+
+1. keyword arguments to :func:`load_settings` (``load_settings(data_dir=...)``);
+2. the environment (``PIPELINE_<FIELD>``);
+3. the file ``PIPELINE_SETTINGS_FILE`` names (an error if it does not exist);
+4. ``stpipe.toml`` in the data folder, if there is one (``stpipe demo`` writes it, so that every
+   later command describes the demo's data); the data folder is the ``data_dir`` of the levels
+   above, else ``./data``. Its own ``data_dir`` key, if any, is ignored. Not looked up when the
+   data folder is remote (``s3://...``);
+5. the defaults below.
 
 Defaults for the sequences each clip becomes:
 
@@ -31,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import tomllib
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +49,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -48,6 +59,8 @@ from pipeline.errors import ConfigError
 from pipeline.features.identity import encoder_identity, short_hash
 
 STREAMS = ("video", "audio")
+#: The settings file every command reads from the data folder (level 4 of the precedence).
+DATA_DIR_SETTINGS_FILE = "stpipe.toml"
 
 Precision = Literal["float32", "bfloat16", "auto"]
 
@@ -229,6 +242,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The precedence of the module docstring: keyword arguments, environment,
+        ``PIPELINE_SETTINGS_FILE``, ``DATA_DIR/stpipe.toml``, defaults."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         settings_file = os.environ.get("PIPELINE_SETTINGS_FILE")
         if settings_file:
@@ -238,6 +253,16 @@ class Settings(BaseSettings):
                     "point it at a TOML file or unset it."
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
+        data_dir = settings_cls.model_fields["data_dir"].default
+        for source in sources:  # the data dir in use, by the same precedence
+            if value := source().get("data_dir"):
+                data_dir = value
+                break
+        data_dir_file = Path(data_dir, DATA_DIR_SETTINGS_FILE)
+        if "://" not in str(data_dir) and data_dir_file.is_file():
+            values = read_settings_file(data_dir_file)
+            values.pop("data_dir", None)  # the file is found through the data dir, not the reverse
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=values))
         return tuple(sources)
 
     @field_validator("image_size")
@@ -444,6 +469,18 @@ def load_settings(**overrides: Any) -> Settings:
     if "://" not in settings.data_dir and not Path(settings.data_dir).is_absolute():
         settings = settings.model_copy(update={"data_dir": str(Path(settings.data_dir).resolve())})
     return settings
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """The keys of a flat TOML settings file; a file TOML cannot read is a ConfigError."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the settings file {path} ({exc}); fix it, or delete it to use the "
+            "environment and the defaults."
+        ) from exc
 
 
 def join_uri(root: str, *parts: str) -> str:

@@ -7,6 +7,10 @@
 3. Prints the summary: clips, quarantined files, model version, held-out accuracy, predictions
    per label, and where the outputs are.
 
+Before step 1 it writes its settings to ``DATA_DIR/stpipe.toml``, which every later ``stpipe``
+command with the same data dir reads (see :mod:`pipeline.config`): ``stpipe status`` after the
+demo describes the demo's feature cache, not an empty one of the default settings.
+
 Re-running is safe and changes nothing: the corpus is deterministic, ingest finds the clips
 known, extraction finds the features cached, training finds the same fingerprint, scoring finds
 every clip scored.
@@ -28,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import storage
-from pipeline.config import Settings
+from pipeline.config import DATA_DIR_SETTINGS_FILE, Settings
 from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ def run_demo(
     if storage.is_remote(settings.data_dir):
         raise ConfigError("the demo writes its corpus locally; set PIPELINE_DATA_DIR to a folder")
     started = time.perf_counter()
+    settings_file = write_settings_file(settings)
+    console.print(f"    settings for later commands: {settings_file}")
     landing = Path(settings.landing_root)
     console.print(f"[bold]1/3[/] writing the demo corpus to {landing} ...")
     corpus = generate_demo_corpus(landing, clips_per_class=clips_per_class)
@@ -104,6 +110,35 @@ def _run_stages(settings: Settings, epochs: int) -> dict[str, float]:
     run_score(settings, run_id=f"demo-{now:%Y%m%dT%H%M%SZ}", logical_date=now)
     timings["score"] = time.perf_counter() - started
     return timings
+
+
+def write_settings_file(settings: Settings) -> Path:
+    """Write ``DATA_DIR/stpipe.toml``: every setting that differs from its default, except
+    ``data_dir`` (the file is found through it), so that later commands run with these settings.
+
+    Replaces the file atomically; returns its path.
+    """
+    path = Path(settings.data_dir, DATA_DIR_SETTINGS_FILE)
+    lines = [
+        "# Written by `stpipe demo`: the settings every stpipe command with this data dir uses",
+        "# unless the environment or PIPELINE_SETTINGS_FILE sets them (see pipeline/config.py).",
+    ]
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if name != "data_dir" and value is not None and value != info.default:
+            lines.append(f"{name} = {_toml_value(value)}")
+    with storage.atomic_write(str(path)) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    # A JSON string is a TOML basic string (same quotes and escapes).
+    return json.dumps(str(value))
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -311,3 +311,65 @@ def test_encoder_marks_name_items_of_every_stream_settings() -> None:
 def test_unknown_stream_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown stream 'smell'"):
         Settings().stream_settings("smell")
+
+
+# Precedence: keyword arguments > environment > PIPELINE_SETTINGS_FILE > DATA_DIR/stpipe.toml
+# > defaults, the data-dir file found through the data dir actually in use.
+
+
+def test_each_settings_level_wins_over_the_ones_below(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    (data_dir / "stpipe.toml").write_text(
+        "image_size = 40\nn_mels = 41\nmax_frames = 42\nframes_per_segment = 5\n"
+    )
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text("n_mels = 50\nmax_frames = 52\nframes_per_segment = 6\n")
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("PIPELINE_SETTINGS_FILE", str(explicit))
+    monkeypatch.setenv("PIPELINE_MAX_FRAMES", "62")
+    monkeypatch.setenv("PIPELINE_FRAMES_PER_SEGMENT", "7")
+    settings = load_settings(frames_per_segment=8)
+    assert settings.frames_per_segment == 8  # keyword argument
+    assert settings.max_frames == 62  # environment
+    assert settings.n_mels == 50  # PIPELINE_SETTINGS_FILE
+    assert settings.image_size == 40  # DATA_DIR/stpipe.toml
+    assert settings.sample_rate == 16000  # default
+
+
+def test_the_data_dir_file_read_is_the_one_of_the_data_dir_in_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, size in (("env", 40), ("kwarg", 48), ("explicit", 56)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stpipe.toml").write_text(f"image_size = {size}\n")
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "env"))
+    assert load_settings().image_size == 40
+    assert load_settings(data_dir=str(tmp_path / "kwarg")).image_size == 48
+    assert load_settings(data_dir=str(tmp_path / "elsewhere")).image_size == 224
+    monkeypatch.delenv("PIPELINE_DATA_DIR")
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text(f'data_dir = "{tmp_path / "explicit"}"\n')
+    monkeypatch.setenv("PIPELINE_SETTINGS_FILE", str(explicit))
+    assert load_settings().image_size == 56
+
+
+def test_the_default_data_dir_has_its_settings_file_read_and_its_data_dir_key_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stpipe.toml").write_text(
+        f'data_dir = "{tmp_path / "other"}"\ncnn_weights = "none"\n'
+    )
+    settings = load_settings()
+    assert settings.data_dir == str(tmp_path / "data")
+    assert settings.cnn_weights == "none"
+
+
+def test_an_unreadable_data_dir_settings_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "stpipe.toml").write_text("image_size = = 3\n")
+    with pytest.raises(ConfigError, match=r"stpipe\.toml"):
+        load_settings(data_dir=str(tmp_path))
