@@ -76,6 +76,7 @@ class Candidate:
     ``inside`` is the folder it must resolve into when opened (local files). ``label`` is None
     for unlabelled files; ``label_error`` says why a folder name could not be a label (the file
     is quarantined). ``split`` comes from a manifest (None: chosen from the clip id).
+    ``label_source`` says where the label came from: ``ingest`` (a folder) or ``manifest``.
     """
 
     uri: str
@@ -83,6 +84,7 @@ class Candidate:
     split: str | None = None
     inside: str | None = None
     label_error: str | None = None
+    label_source: str = "ingest"
 
     @property
     def name(self) -> str:
@@ -187,7 +189,7 @@ def read_manifest(manifest: str, landing_root: str) -> Found:
             found.unsupported += 1
             log.info("%s: %s is not a media file (by its name); skipped", where, path)
             continue
-        found.candidates.append(Candidate(uri, label, split, inside))
+        found.candidates.append(Candidate(uri, label, split, inside, label_source="manifest"))
     return found
 
 
@@ -448,7 +450,9 @@ def _update_known(
         return
     if existing.label is None:
         summary.labelled_now += int(
-            warehouse.set_label_if_missing(existing.clip_id, candidate.label)
+            warehouse.set_label_if_missing(
+                existing.clip_id, candidate.label, candidate.label_source
+            )
         )
     elif existing.label != candidate.label:
         summary.label_conflicts += 1
@@ -526,6 +530,7 @@ def _row(examined: _Examined, media_uri: str | None, status: str) -> dict[str, A
         "uri": candidate.name,
         "media_uri": media_uri,
         "label": candidate.label,
+        "label_source": candidate.label_source,
         "split": candidate.split or split_for(examined.clip_id),
         "status": status,
         "error": examined.error if status == "quarantined" else None,

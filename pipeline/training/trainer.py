@@ -314,12 +314,21 @@ def register_version(
     warehouse: Warehouse,
     job: TrainingJob,
 ) -> ModelRecord:
-    """Reserve a version name, write its folder (whole or not at all), register it. Trainings
-    running at once never collide: the name is reserved in the warehouse first."""
+    """Reserve a version name, write its folder (whole or not at all), record the clips it
+    learnt from (before registering, so no registered version lacks them), register it.
+    Trainings running at once never collide: the name is reserved in the warehouse first."""
     version = warehouse.reserve_model_version(data.fingerprint)
     model_uri = join_uri(job.models_root, version)
     metadata = _metadata(version, fit, data, store, job)
     write_version_folder(fit.model, metadata, model_uri)
+    warehouse.record_training_clips(
+        version,
+        [
+            (c.clip_id, split, str(c.label))
+            for split, cs in data.training_set.clips.items()
+            for c in cs
+        ],
+    )
     warehouse.register_model(
         model_version=version,
         model_uri=model_uri,

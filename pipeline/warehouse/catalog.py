@@ -1,5 +1,9 @@
 """The media catalogue: ``media_files`` (one row per clip) and ``media_sources`` (every path a
-clip was seen at), with labels, splits and quarantine."""
+clip was seen at), with labels, splits and quarantine.
+
+A clip's label as read here is its *effective* label (view ``clip_labels``): a reviewer's
+latest label (``label_feedback``) when there is one, else its ingest label; so training and
+evaluation use reviewers' corrections without knowing about them."""
 
 from __future__ import annotations
 
@@ -11,12 +15,18 @@ import sqlalchemy as sa
 
 from pipeline.warehouse.connection import WarehouseConnection, utc_now
 
-_CLIP_COLUMNS = "clip_id, uri, media_uri, modality, label, split, status, error, duration_seconds"
+_CLIP_COLUMNS = (
+    "m.clip_id, m.uri, m.media_uri, m.modality, l.label, m.split, m.status, m.error,"
+    " m.duration_seconds, l.label_source"
+)
+_CLIPS = "media_files m JOIN clip_labels l ON l.clip_id = m.clip_id"
 
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """A row of ``media_files`` as the stages need it."""
+    """A row of ``media_files`` as the stages need it. ``label`` is the effective label (a
+    reviewer's latest, else the ingest label) and ``label_source`` where it came from:
+    ``feedback``, ``ingest`` or ``manifest`` (None for an unlabelled clip)."""
 
     clip_id: str
     uri: str
@@ -27,6 +37,7 @@ class ClipRecord:
     status: str
     error: str | None
     duration_seconds: float | None
+    label_source: str | None = None
 
 
 class CatalogSql(WarehouseConnection):
@@ -43,15 +54,17 @@ class CatalogSql(WarehouseConnection):
     def get_clip(self, clip_id: str) -> ClipRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.text(f"SELECT {_CLIP_COLUMNS} FROM media_files WHERE clip_id = :c"),
+                sa.text(f"SELECT {_CLIP_COLUMNS} FROM {_CLIPS} WHERE m.clip_id = :c"),
                 {"c": clip_id},
             ).first()
         return ClipRecord(**row._mapping) if row else None
 
     def add_clip(self, row: Mapping[str, Any]) -> bool:
-        """Insert a new ``media_files`` row; return False (and change nothing) if it exists."""
+        """Insert a new ``media_files`` row; return False (and change nothing) if it exists. A
+        labelled row's ``label_source`` defaults to ``ingest``."""
         now = utc_now()
-        values = {**row, "ingested_at": now, "updated_at": now}
+        source = row.get("label_source", "ingest") if row.get("label") else None
+        values = {**row, "label_source": source, "ingested_at": now, "updated_at": now}
         columns = ", ".join(values)
         params = ", ".join(f":{k}" for k in values)
         with self.engine.begin() as conn:
@@ -64,15 +77,16 @@ class CatalogSql(WarehouseConnection):
             )
             return bool(result.rowcount)
 
-    def set_label_if_missing(self, clip_id: str, label: str) -> bool:
-        """Give an unlabelled clip its label; never overwrite an existing label."""
+    def set_label_if_missing(self, clip_id: str, label: str, source: str = "ingest") -> bool:
+        """Give an unlabelled clip its ingest label (``source``: ``ingest`` or ``manifest``);
+        never overwrite an existing label."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.text(
-                    "UPDATE media_files SET label = :l, updated_at = :t"
+                    "UPDATE media_files SET label = :l, label_source = :s, updated_at = :t"
                     " WHERE clip_id = :c AND label IS NULL"
                 ),
-                {"c": clip_id, "l": label, "t": utc_now()},
+                {"c": clip_id, "l": label, "s": source, "t": utc_now()},
             )
             return bool(result.rowcount)
 
@@ -113,18 +127,19 @@ class CatalogSql(WarehouseConnection):
             )
 
     def clips(self, *, status: str | None = "ok", labelled: bool | None = None) -> list[ClipRecord]:
-        """Clips in clip-id order, filtered by status and by whether they carry a label."""
+        """Clips in clip-id order, filtered by status and by whether they carry an (effective)
+        label."""
         clauses, params = [], {}
         if status is not None:
-            clauses.append("status = :status")
+            clauses.append("m.status = :status")
             params["status"] = status
         if labelled is True:
-            clauses.append("label IS NOT NULL")
+            clauses.append("l.label IS NOT NULL")
         elif labelled is False:
-            clauses.append("label IS NULL")
+            clauses.append("l.label IS NULL")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.text(f"SELECT {_CLIP_COLUMNS} FROM media_files{where} ORDER BY clip_id"), params
+                sa.text(f"SELECT {_CLIP_COLUMNS} FROM {_CLIPS}{where} ORDER BY m.clip_id"), params
             )
             return [ClipRecord(**r._mapping) for r in rows]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,7 +111,7 @@ class WarehouseConnection:
             for version, path in migrations:
                 if version in done:
                     continue
-                for statement in split_sql(path.read_text()):
+                for statement in migration_statements(path.read_text(), self.dialect):
                     conn.execute(sa.text(statement))
                 conn.execute(
                     sa.text(
@@ -143,17 +145,51 @@ class WarehouseConnection:
 
 def split_sql(script: str) -> Iterator[str]:
     """Statements of a migration file: split at ';' ending a line, '--' comments dropped."""
-    lines = [line.split("--", 1)[0].rstrip() for line in script.splitlines()]
+    for _dialect, statement in _tagged_statements(script):
+        yield statement
+
+
+def migration_statements(script: str, dialect: str) -> Iterator[str]:
+    """The statements of a migration file that ``dialect`` runs.
+
+    One file serves both databases. Two things differ, and the file says which:
+
+    * ``COMMENT ON ...`` (the PostgreSQL catalogue's documentation of tables, views and
+      columns) runs on PostgreSQL only: SQLite has no comments (the ``.sql`` file itself is
+      their documentation there).
+    * A statement preceded by a line ``-- only: postgresql`` (or ``-- only: sqlite``) runs on
+      that database only, for what has no common syntax (triggers, for example).
+    """
+    for only, statement in _tagged_statements(script):
+        if only is not None and only != dialect:
+            continue
+        if dialect != "postgresql" and _COMMENT_ON.match(statement):
+            continue
+        yield statement
+
+
+_ONLY_TAG = re.compile(r"^\s*--\s*only:\s*([a-z]+)\s*$")
+_COMMENT_ON = re.compile(r"^\s*COMMENT\s+ON\s", re.IGNORECASE)
+
+
+def _tagged_statements(script: str) -> Iterator[tuple[str | None, str]]:
+    """(dialect named by a ``-- only:`` line before it, or None; statement) for each statement,
+    split at ';' ending a line, '--' comments dropped."""
     statement: list[str] = []
-    for line in lines:
+    only: str | None = None
+    for raw in script.splitlines():
+        if not statement and (tag := _ONLY_TAG.match(raw)):
+            only = tag.group(1)
+            continue
+        line = raw.split("--", 1)[0].rstrip()
         if not line.strip():
             continue
         statement.append(line)
         if line.endswith(";"):
-            yield "\n".join(statement)[:-1]
-            statement = []
+            yield only, "\n".join(statement)[:-1]
+            statement, only = [], None
     if any(s.strip() for s in statement):
-        yield "\n".join(statement)
+        yield only, "\n".join(statement)
 
 
 def _make_engine(url: str) -> Engine:
@@ -171,6 +207,11 @@ def _make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
+            try:
+                cursor.execute("SELECT ln(1.0)")
+            except sqlite3.OperationalError:
+                # SQLite built without its math functions: the drift view needs ln().
+                dbapi_connection.create_function("ln", 1, math.log, deterministic=True)
             cursor.close()
 
     return engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,31 @@ class ModelsSql(WarehouseConnection):
                     "streams": json.dumps(list(streams)),
                 },
             )
+
+    def record_training_clips(
+        self, model_version: str, clips: Iterable[tuple[str, str, str]]
+    ) -> int:
+        """Record which clips ``model_version`` was trained, validated and tested on: rows of
+        ``model_training_clips`` from ``(clip_id, split, label)``. Called before the version is
+        registered, so a registered version always has its record; idempotent (a rerun
+        replaces the rows). The analyst views judge a model on clips outside its train and
+        val splits, and its drift against its train split's labels."""
+        rows = [
+            {"v": model_version, "c": clip_id, "s": split, "l": label}
+            for clip_id, split, label in sorted(clips)
+        ]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO model_training_clips (model_version, clip_id, split, label)"
+                    " VALUES (:v, :c, :s, :l) ON CONFLICT (model_version, clip_id)"
+                    " DO UPDATE SET split = excluded.split, label = excluded.label"
+                ),
+                rows,
+            )
+        return len(rows)
 
     def reserve_model_version(self, fingerprint: str, *, attempts: int = 20) -> str:
         """A version name (``v0001``, ``v0002``, ...) for the model trained with

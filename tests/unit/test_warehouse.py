@@ -261,8 +261,15 @@ def test_migration_007_drops_test_accuracy_and_keeps_every_model_and_prediction(
     older = _migrations_up_to("006", tmp_path / "sql-006")
     monkeypatch.setattr(connection, "sql_dir", lambda: older)
     with Warehouse.connect(warehouse_url) as wh:
-        wh.add_clip(_clip("c1", label="a"))
-        with wh.engine.begin() as conn:  # a version registered by the release before 007
+        with wh.engine.begin() as conn:  # a clip and a version registered by the release before 007
+            conn.execute(
+                sa.text(
+                    "INSERT INTO media_files (clip_id, uri, label, split, status, size_bytes,"
+                    " ingested_at, updated_at) VALUES ('c1', '/landing/c1.mp4', 'a', 'train',"
+                    " 'ok', 100, :t, :t)"
+                ),
+                {"t": datetime(2026, 11, 27, tzinfo=UTC)},
+            )
             conn.execute(
                 sa.text(
                     "INSERT INTO model_versions (model_version, model_uri, settings_hash,"
@@ -277,7 +284,8 @@ def test_migration_007_drops_test_accuracy_and_keeps_every_model_and_prediction(
         wh.upsert_predictions([_prediction("c1", "v0001", "a", 0.9, when)])
         monkeypatch.undo()
 
-        assert wh.migrate() == ["007"]
+        later = sorted(p.name[:3] for p in sql_dir().glob("*.sql") if p.name[:3] > "006")
+        assert wh.migrate() == later and later[0] == "007"
         [row] = wh.query("SELECT * FROM model_versions")
         assert "test_accuracy" not in row and row["model_version"] == "v0001"
         model = wh.model("v0001")
