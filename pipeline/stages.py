@@ -6,6 +6,8 @@ and calls the stage's own function with plain arguments.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -28,7 +30,7 @@ from pipeline.training.data import prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
 from pipeline.warehouse.claims import WarehouseClaims
-from pipeline.warehouse.database import Warehouse
+from pipeline.warehouse.database import FeedbackItem, FeedbackRecord, Warehouse
 
 if TYPE_CHECKING:
     from pipeline.features.cnn import FrameEmbedder
@@ -245,6 +247,7 @@ def run_score(
 ) -> ScoreSummary:
     """Score every ok clip lacking a prediction from the production model."""
     with Warehouse.connect(settings.warehouse) as warehouse:
+        publish_analyst_settings(warehouse, settings)
         return score_clips(
             warehouse.clips(status="ok"),
             warehouse,
@@ -255,3 +258,68 @@ def run_score(
             progress=progress,
             chunk_clips=settings.score_chunk_clips,
         )
+
+
+def run_label(
+    settings: Settings, clip_id: str, label: str, *, reviewer: str, note: str | None = None
+) -> FeedbackRecord:
+    """Record a reviewer's ``label`` for a clip (``clip_id`` may be a unique prefix of at least
+    8 characters): from now on training, evaluation and the views use it.
+
+    Raises:
+        ConfigError: unknown clip, ambiguous prefix or invalid label (nothing is written).
+    """
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        publish_analyst_settings(warehouse, settings)
+        return warehouse.add_feedback(clip_id, label, reviewer=reviewer, note=note)
+
+
+def run_label_csv(settings: Settings, csv_uri: str, *, reviewer: str) -> list[FeedbackRecord]:
+    """Record the labels of a CSV file with columns ``clip_id`` and ``label`` (optional
+    ``reviewer``, default ``reviewer``, and ``note``), all or nothing.
+
+    Raises:
+        ConfigError: the file is unreadable or lacks a column, or a row names an unknown clip
+            or an invalid label; the message gives the line, and nothing is written.
+    """
+    items = _read_feedback_csv(csv_uri, reviewer)
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        publish_analyst_settings(warehouse, settings)
+        return warehouse.add_feedback_batch(items)
+
+
+def publish_analyst_settings(warehouse: Warehouse, settings: Settings) -> None:
+    """Copy the thresholds the analyst views use (review, drift) from ``settings`` into the
+    warehouse, where the views read them; done by scoring and by recording labels."""
+    warehouse.set_analyst_settings(
+        review_threshold=settings.review_threshold,
+        drift_psi_threshold=settings.drift_psi_threshold,
+    )
+
+
+def _read_feedback_csv(csv_uri: str, reviewer: str) -> list[FeedbackItem]:
+    if not storage.exists(csv_uri):
+        raise ConfigError(f"labels file {csv_uri} does not exist")
+    try:
+        text = storage.read_bytes(csv_uri).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"labels file {csv_uri} is not UTF-8 text ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"clip_id", "label"} - set(reader.fieldnames or ())
+    if missing:
+        raise ConfigError(
+            f"labels file {csv_uri} needs the columns clip_id and label (optionally reviewer "
+            f"and note); {', '.join(sorted(missing))} missing"
+        )
+    items = []
+    for row in reader:
+        where = f"{csv_uri}, line {reader.line_num}"
+        clip_id, label = (row.get("clip_id") or "").strip(), (row.get("label") or "").strip()
+        if not clip_id or not label:
+            raise ConfigError(f"{where}: clip_id and label are both needed")
+        by = (row.get("reviewer") or "").strip() or reviewer
+        note = (row.get("note") or "").strip() or None
+        items.append(FeedbackItem(clip_id, label, by, note, where))
+    if not items:
+        raise ConfigError(f"labels file {csv_uri} has no rows")
+    return items

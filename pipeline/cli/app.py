@@ -31,7 +31,15 @@ from pipeline.features.store import FeatureStore, list_settings_folders
 from pipeline.registry.artifacts import model_kind, read_metadata
 from pipeline.registry.versions import rollback
 from pipeline.reporting.report import pipeline_report, render_report
-from pipeline.stages import run_extract, run_ingest, run_promote, run_score, run_train
+from pipeline.stages import (
+    run_extract,
+    run_ingest,
+    run_label,
+    run_label_csv,
+    run_promote,
+    run_score,
+    run_train,
+)
 from pipeline.text import terminal_safe
 from pipeline.training.params import DEFAULTS, TrainParams, param_help
 from pipeline.warehouse.database import ModelRecord, Warehouse
@@ -487,6 +495,48 @@ def status() -> None:
     except PipelineError as exc:
         _fail(exc)
     render_report(report, out)
+
+
+@app.command()
+def label(
+    clip_id: Annotated[
+        str | None,
+        typer.Argument(help="Clip id (or a unique prefix of at least 8 characters)."),
+    ] = None,
+    new_label: Annotated[
+        str | None, typer.Argument(metavar="LABEL", help="The clip's correct label.")
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Reviewer's name. Default: $USER, else 'cli'.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why, for the record.")] = None,
+    csv_file: Annotated[
+        str | None,
+        typer.Option(
+            "--csv",
+            help="CSV file with columns clip_id,label (optional reviewer, note): every row "
+            "or none is recorded.",
+        ),
+    ] = None,
+) -> None:
+    """Record a reviewer's label for a clip: training, evaluation and the analyst views use it
+    from now on (table label_feedback, append-only)."""
+    reviewer = by or os.environ.get("USER") or "cli"
+    one = clip_id is not None and new_label is not None
+    if (csv_file is None and not one) or (csv_file is not None and clip_id is not None):
+        _fail(PipelineError("give either CLIP_ID LABEL or --csv FILE"))
+    settings = _settings()
+    try:
+        if clip_id is not None and new_label is not None:
+            records = [run_label(settings, clip_id, new_label, reviewer=reviewer, note=note)]
+        else:
+            records = run_label_csv(settings, str(csv_file), reviewer=reviewer)
+    except PipelineError as exc:
+        _fail(exc)
+    for record in records:
+        was = record.previous_label or "no label"
+        out.print(Text(terminal_safe(f"{record.clip_id}: {record.label} (was {was})")))
+    out.print(f"{len(records)} label(s) recorded by {terminal_safe(reviewer)}")
 
 
 @app.command("settings")
