@@ -1,4 +1,4 @@
-"""What the four DAGs share: assets that chain them, default task arguments, start date.
+"""What the DAGs share: assets that chain them, default task arguments, start date.
 
 Not a DAG file (listed in .airflowignore). Imports nothing heavy.
 """
@@ -18,6 +18,9 @@ FEATURES = Asset(name="stpipe_features", uri="stpipe://features", group="stpipe"
 MODELS = Asset(name="stpipe_models", uri="stpipe://warehouse/model_versions", group="stpipe")
 #: Emitted by nightly_scoring: the predictions table changed.
 PREDICTIONS = Asset(name="stpipe_predictions", uri="stpipe://warehouse/predictions", group="stpipe")
+#: Emitted by feedback_watch once PIPELINE_RETRAIN_MIN_FEEDBACK reviewer labels arrived since the
+#: newest model version (off when 0); schedules model_training.
+FEEDBACK = Asset(name="stpipe_feedback", uri="stpipe://warehouse/label_feedback", group="stpipe")
 
 START_DATE = datetime(2026, 1, 1)
 #: Airflow pool capping concurrent VGG-16 tasks per deployment (slots = CNN tasks at once).

@@ -1,8 +1,9 @@
 """### model_training
 
 Trains candidate models on the cached features of the labelled clips, keeps the best, and puts
-it in production only if it passes the promotion gate. Triggered by hand; the parameters below
-set the run.
+it in production only if it passes the promotion gate. Triggered by hand (the parameters below
+set the run), or with their defaults by `stpipe_feedback`, which `feedback_watch` emits once
+`PIPELINE_RETRAIN_MIN_FEEDBACK` reviewer labels arrived (off by default).
 
 1. `validate_training_data`: refuses data that cannot train a meaningful model (one class, too
    few clips of a class, overlapping splits, NaN features) and logs per-class counts.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, MODELS, START_DATE
+from _shared import DEFAULT_ARGS, FEEDBACK, MODELS, START_DATE
 from airflow.sdk import Param, dag, task
 
 from pipeline.training.params import param_schema
@@ -33,7 +34,7 @@ TRAINING_PARAMS = ("epochs", "batch_size", "learning_rate", "patience", "streams
 
 @dag(
     dag_id="model_training",
-    schedule=None,
+    schedule=[FEEDBACK],
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -12,7 +12,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEATURES, MODELS, PREDICTIONS, START_DATE
+from _shared import (
+    DEFAULT_ARGS,
+    FEATURES,
+    MODELS,
+    ON_FAILURE_CALLBACK,
+    PREDICTIONS,
+    SCORING_DEADLINE,
+    START_DATE,
+)
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
 
@@ -25,6 +33,8 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_curr
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=ON_FAILURE_CALLBACK,
+    deadline=SCORING_DEADLINE,
     tags=["stpipe", "scoring"],
     doc_md=__doc__,
 )

@@ -323,3 +323,18 @@ def _read_feedback_csv(csv_uri: str, reviewer: str) -> list[FeedbackItem]:
     if not items:
         raise ConfigError(f"labels file {csv_uri} has no rows")
     return items
+
+
+def run_feedback_check(settings: Settings) -> dict[str, Any]:
+    """Reviewer labels recorded since the newest model version was created, and whether they
+    call for retraining: ``PIPELINE_RETRAIN_MIN_FEEDBACK`` > 0 (0 = off) and reached."""
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        models = warehouse.models()
+        since = models[-1].created_at if models else None
+        new_labels = warehouse.feedback_count_since(since)
+    minimum = settings.retrain_min_feedback
+    return {
+        "new_labels": new_labels,
+        "retrain_min_feedback": minimum,
+        "retrain": minimum > 0 and new_labels >= minimum,
+    }

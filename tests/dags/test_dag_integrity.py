@@ -12,7 +12,13 @@ import pytest
 
 from tests.conftest import REPO
 
-DAG_IDS = {"media_ingest", "feature_extraction", "model_training", "nightly_scoring"}
+DAG_IDS = {
+    "media_ingest",
+    "feature_extraction",
+    "model_training",
+    "nightly_scoring",
+    "feedback_watch",
+}
 HEAVY = ("numpy", "pandas", "pyarrow", "tensorflow", "keras", "librosa", "av")
 #: What a DAG file may read from the pipeline at parse time: the training defaults (declared
 #: once, in TrainParams, for the CLI and the DAG's Params). Everything else loads inside tasks.
@@ -29,7 +35,8 @@ def test_dag_files_import_nothing_heavy_at_parse_time() -> None:
         "import importlib.util, json, sys, time\n"
         f"sys.path.insert(0, {str(REPO / 'dags')!r})\n"
         "timings = {}\n"
-        "for name in ('media_ingest', 'feature_extraction', 'model_training', 'nightly_scoring'):\n"
+        "for name in ('media_ingest', 'feature_extraction', 'model_training', 'nightly_scoring',"
+        " 'feedback_watch'):\n"
         f"    spec = importlib.util.spec_from_file_location(name, {str(REPO / 'dags')!r} + f'/{{name}}.py')\n"
         "    module = importlib.util.module_from_spec(spec)\n"
         "    started = time.perf_counter()\n"
@@ -68,7 +75,13 @@ def test_schedules_chain_the_dags_through_assets(dag_bag: Any) -> None:
     }
     assert scoring.timetable.timetable.expression == "0 2 * * *"  # and nightly at 02:00 UTC
     assert str(scoring.timetable.timetable.timezone) == "UTC"
-    assert training.schedule is None  # manual trigger only
+    # By hand, or when feedback_watch announces enough new reviewer labels.
+    watch = dag_bag.get_dag("feedback_watch")
+    [feedback_outlet] = watch.get_task("announce_feedback").outlets
+    assert _asset_names(training.timetable.asset_condition) == {feedback_outlet.name}
+    assert feedback_outlet.name == "stpipe_feedback"
+    assert watch.schedule == "@hourly"
+    assert watch.get_task("check_feedback").downstream_task_ids == {"announce_feedback"}
 
 
 def _asset_names(condition: Any) -> set[str]:
@@ -138,5 +151,5 @@ def test_task_ids_are_the_stage_function_names(dag_bag: Any) -> None:
             "promote_model",
             "keep_production",
         ],
-        "nightly_scoring": ["score_new_clips"],
+        "nightly_scoring": ["score_new_clips"],        "feedback_watch": ["check_feedback", "announce_feedback"],
     }

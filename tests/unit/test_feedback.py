@@ -13,7 +13,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.features.store import FeatureStore
-from pipeline.stages import run_label, run_label_csv, run_train
+from pipeline.stages import run_feedback_check, run_label, run_label_csv, run_train
 from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
@@ -188,3 +188,18 @@ def test_feedback_changes_the_next_model(settings: Settings) -> None:
         assert fresh.feedback_count_since(second_model.created_at) == 0
         assert fresh.feedback_count_since(first_model.created_at) == 1
     warehouse.dispose()
+
+
+def test_retraining_is_called_for_once_enough_labels_arrived_and_is_off_by_default(
+    make_settings: Callable[..., Settings],
+) -> None:
+    off = make_settings()
+    with Warehouse.connect(off.warehouse) as warehouse:
+        warehouse.add_clip(_clip(CLIP_A))
+        warehouse.add_clip(_clip(CLIP_B))
+    run_label(off, CLIP_A, "dog", reviewer="ana")
+    assert run_feedback_check(off) == {"new_labels": 1, "retrain_min_feedback": 0, "retrain": False}
+    on = make_settings(retrain_min_feedback=2)
+    assert not run_feedback_check(on)["retrain"]
+    run_label(on, CLIP_B, "cat", reviewer="ana")
+    assert run_feedback_check(on) == {"new_labels": 2, "retrain_min_feedback": 2, "retrain": True}

@@ -1,0 +1,51 @@
+"""### feedback_watch
+
+Hourly: counts the reviewer labels (`stpipe label`, table `label_feedback`) recorded since the
+newest model version was created. When there are at least `PIPELINE_RETRAIN_MIN_FEEDBACK` of
+them (0, the default, turns this off), `announce_feedback` emits the `stpipe_feedback` asset,
+which schedules `model_training`; otherwise it is skipped and nothing is emitted. Training a new
+version resets the count.
+
+1. `check_feedback` (short circuit): the count and the decision.
+2. `announce_feedback`: emits `stpipe_feedback`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from _shared import DEFAULT_ARGS, FEEDBACK, START_DATE
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="feedback_watch",
+    schedule="@hourly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["stpipe", "feedback"],
+    doc_md=__doc__,
+)
+def feedback_watch() -> None:
+    @task.short_circuit(execution_timeout=timedelta(minutes=5))
+    def check_feedback() -> bool:
+        import logging
+
+        from pipeline.config import load_settings
+        from pipeline.stages import run_feedback_check
+
+        check = run_feedback_check(load_settings())
+        logging.getLogger(__name__).info("feedback since the newest model: %s", check)
+        return bool(check["retrain"])
+
+    @task(outlets=[FEEDBACK], execution_timeout=timedelta(minutes=5))
+    def announce_feedback() -> dict[str, Any]:
+        return {"asset": FEEDBACK.name}
+
+    check_feedback() >> announce_feedback()
+
+
+feedback_watch()
