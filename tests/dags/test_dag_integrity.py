@@ -21,8 +21,19 @@ DAG_IDS = {
 }
 HEAVY = ("numpy", "pandas", "pyarrow", "tensorflow", "keras", "librosa", "av")
 #: What a DAG file may read from the pipeline at parse time: the training defaults (declared
-#: once, in TrainParams, for the CLI and the DAG's Params). Everything else loads inside tasks.
-PARSE_TIME_PIPELINE = {"pipeline", "pipeline.training", "pipeline.training.params"}
+#: once, in TrainParams, for the CLI and the DAG's Params) and the alert routes and notifiers
+#: (pipeline.monitoring, with the errors and text helpers it uses). Everything else loads inside
+#: tasks.
+PARSE_TIME_PIPELINE = {
+    "pipeline",
+    "pipeline.training",
+    "pipeline.training.params",
+    "pipeline.monitoring",
+    "pipeline.monitoring.alerts",
+    "pipeline.monitoring.notifiers",
+    "pipeline.errors",
+    "pipeline.text",
+}
 
 
 def test_dag_folder_imports_without_errors(dag_bag: Any) -> None:
