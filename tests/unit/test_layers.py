@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"model"},
     {"registry"},
     {"training"},
-    {"ingest", "extract", "scoring", "reporting", "monitoring"},
+    {"ingest", "extract", "scoring", "reporting"},
     {"stages"},
     {"cli", "__main__", "__init__"},
 ]
