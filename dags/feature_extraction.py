@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import CNN_POOL, DEFAULT_ARGS, FEATURES, MEDIA_FILES, START_DATE
+from _shared import CNN_POOL, DEFAULT_ARGS, FEATURES, MEDIA_FILES, ON_FAILURE_CALLBACK, START_DATE
 from airflow.sdk import dag, task
 
 
@@ -25,6 +25,7 @@ from airflow.sdk import dag, task
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=ON_FAILURE_CALLBACK,
     tags=["stpipe", "features"],
     doc_md=__doc__,
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEEDBACK, START_DATE
+from _shared import DEFAULT_ARGS, FEEDBACK, ON_FAILURE_CALLBACK, START_DATE
 from airflow.sdk import dag, task
 
 
@@ -26,6 +26,7 @@ from airflow.sdk import dag, task
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=ON_FAILURE_CALLBACK,
     tags=["stpipe", "feedback"],
     doc_md=__doc__,
 )

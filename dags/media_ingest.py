@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, MEDIA_FILES, START_DATE
+from _shared import DEFAULT_ARGS, MEDIA_FILES, ON_FAILURE_CALLBACK, START_DATE
 from airflow.sdk import dag, task
 
 
@@ -23,6 +23,7 @@ from airflow.sdk import dag, task
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=ON_FAILURE_CALLBACK,
     tags=["stpipe", "ingest"],
     doc_md=__doc__,
 )

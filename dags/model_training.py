@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEEDBACK, MODELS, START_DATE
+from _shared import DEFAULT_ARGS, FEEDBACK, MODELS, ON_FAILURE_CALLBACK, START_DATE
 from airflow.sdk import Param, dag, task
 
 from pipeline.training.params import param_schema
@@ -39,6 +39,7 @@ TRAINING_PARAMS = ("epochs", "batch_size", "learning_rate", "patience", "streams
     catchup=False,
     max_active_runs=1,
     default_args={**DEFAULT_ARGS, "retries": 1},
+    on_failure_callback=ON_FAILURE_CALLBACK,
     tags=["stpipe", "training"],
     doc_md=__doc__,
     params={

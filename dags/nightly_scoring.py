@@ -4,7 +4,8 @@ Scores every `ok` clip that has no prediction from the production model and upse
 into `predictions` (label, confidence, all class probabilities, model version, run id, logical
 date). Runs at 02:00 UTC every night, and also whenever new features or a new model arrive
 (the `stpipe_features` / `stpipe_models` assets). Skips when no model is in production yet.
-Re-running adds nothing.
+Re-running adds nothing. Last, `write_daily_report` writes the run's day's HTML report to
+`reports/YYYY-MM-DD.html` and `reports/latest.html` under the data root (also after a skip).
 """
 
 from __future__ import annotations
@@ -12,8 +13,23 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEATURES, MODELS, PREDICTIONS, START_DATE
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+from _shared import (
+    DEFAULT_ARGS,
+    FEATURES,
+    MODELS,
+    ON_FAILURE_CALLBACK,
+    PREDICTIONS,
+    SCORING_DEADLINE,
+    START_DATE,
+)
+from airflow.sdk import (
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+)
 
 
 @dag(
@@ -25,6 +41,8 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_curr
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=ON_FAILURE_CALLBACK,
+    deadline=SCORING_DEADLINE,
     tags=["stpipe", "scoring"],
     doc_md=__doc__,
 )
@@ -53,7 +71,17 @@ def nightly_scoring() -> None:
             raise AirflowSkipException(str(exc)) from exc
         return summary.as_dict()
 
-    score_new_clips()
+    # Also after a skipped scoring (no model yet): the report still shows quarantine and runs.
+    @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(minutes=30))
+    def write_daily_report() -> str:
+        from pipeline.config import load_settings
+        from pipeline.stages import run_report
+
+        context = get_current_context()
+        logical_date = context.get("logical_date") or context["dag_run"].run_after
+        return run_report(load_settings(), date=logical_date.date())
+
+    score_new_clips() >> write_daily_report()
 
 
 nightly_scoring()

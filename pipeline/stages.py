@@ -10,7 +10,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
@@ -25,6 +25,8 @@ from pipeline.progress import Progress
 from pipeline.registry.gate import GateDecision, promotion_gate
 from pipeline.registry.promotion import PromotionMode, promote_version, promotion_mode
 from pipeline.registry.versions import get_model
+from pipeline.reporting.daily import collect_daily_report, write_daily_report
+from pipeline.reporting.html import render_daily_report
 from pipeline.scoring.score import ScoreSummary, score_clips
 from pipeline.training.data import prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
@@ -258,6 +260,19 @@ def run_score(
             progress=progress,
             chunk_clips=settings.score_chunk_clips,
         )
+
+
+def run_report(settings: Settings, date: date | None = None, out: str | None = None) -> str:
+    """Write the daily report for ``date`` (default: today, UTC) into ``out`` (default:
+    ``DATA_DIR/reports``) as ``YYYY-MM-DD.html``, and as ``latest.html`` unless a later day's
+    report is there. Returns the day's file."""
+    day = date or datetime.now(UTC).date()
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        data = collect_daily_report(warehouse, settings, day)
+    page = render_daily_report(data)
+    uri = write_daily_report(page, out or join_uri(settings.data_dir, "reports"), day)
+    log.info("daily report for %s written to %s", day.isoformat(), uri)
+    return uri
 
 
 def run_label(

@@ -37,6 +37,7 @@ from pipeline.stages import (
     run_label,
     run_label_csv,
     run_promote,
+    run_report,
     run_score,
     run_train,
 )
@@ -495,6 +496,29 @@ def status() -> None:
     except PipelineError as exc:
         _fail(exc)
     render_report(report, out)
+
+
+@app.command()
+def report(
+    date: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="Last day the report covers (YYYY-MM-DD). Default: today (UTC).",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="Folder or URI to write into. Default: DATA_DIR/reports."),
+    ] = None,
+) -> None:
+    """Write the daily HTML report (plots embedded, no network needed to view it)."""
+    settings = _settings()
+    try:
+        path = run_report(settings, date=None if date is None else date.date(), out=out_dir)
+    except PipelineError as exc:
+        _fail(exc)
+    out.print(Text(f"report written to {terminal_safe(path)}"))
 
 
 @app.command()

@@ -5,7 +5,8 @@ Where each statement lives: :mod:`~pipeline.warehouse.connection` (engine, migra
 :mod:`~pipeline.warehouse.models` (``model_versions``, reservations),
 :mod:`~pipeline.warehouse.predictions` (``predictions``, ``segment_predictions``),
 :mod:`~pipeline.warehouse.work_claims` (``work_claims``), :mod:`~pipeline.warehouse.reports`
-(summaries), :mod:`~pipeline.warehouse.feedback` (``label_feedback``, ``analyst_settings``),
+(summaries), :mod:`~pipeline.warehouse.daily_report` (the daily report's scoring runs),
+:mod:`~pipeline.warehouse.feedback` (``label_feedback``, ``analyst_settings``),
 :mod:`~pipeline.warehouse.analytics` (the analyst views) and
 :mod:`~pipeline.warehouse.roles` (PostgreSQL login roles). Writes are upserts on natural keys,
 so re-running a stage replaces rows rather than adding them.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pipeline.warehouse.analytics import AnalyticsSql
 from pipeline.warehouse.catalog import CatalogSql, ClipRecord
 from pipeline.warehouse.connection import split_sql, sql_dir, utc_now
+from pipeline.warehouse.daily_report import DailyReportSql
 from pipeline.warehouse.feedback import FeedbackItem, FeedbackRecord, FeedbackSql
 from pipeline.warehouse.models import ModelRecord, ModelsSql
 from pipeline.warehouse.predictions import PredictionsSql
@@ -44,6 +46,7 @@ class Warehouse(
     PredictionsSql,
     WorkClaimsSql,
     ReportsSql,
+    DailyReportSql,
     RolesSql,
     FeedbackSql,
     AnalyticsSql,

@@ -85,7 +85,7 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
         "tones_rising",
     ]
 
-    score = _run(dag_bag, "nightly_scoring")
+    score = _run(dag_bag, "nightly_scoring", "score_new_clips")
     assert score["result"]["scored"] == corpus.labelled + corpus.unlabelled
 
     with Warehouse.connect(dag_env.warehouse) as wh:
@@ -104,12 +104,12 @@ def test_the_four_dags_run_end_to_end_and_a_rerun_changes_nothing(
     )
     assert again["result"]["reused"]
     assert again["states"]["keep_production"] == ["success"]  # it is production already
-    assert _run(dag_bag, "nightly_scoring")["result"]["scored"] == 0
+    assert _run(dag_bag, "nightly_scoring", "score_new_clips")["result"]["scored"] == 0
     assert _snapshot(dag_env) == before
 
 
 def test_scoring_before_any_model_is_skipped_not_failed(dag_bag: Any, dag_env: Settings) -> None:
-    outcome = _run(dag_bag, "nightly_scoring")
+    outcome = _run(dag_bag, "nightly_scoring", "score_new_clips")
     assert outcome["state"] == "skipped"
 
 

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"model"},
     {"registry"},
     {"training"},
-    {"ingest", "extract", "scoring", "reporting"},
+    {"ingest", "extract", "scoring", "reporting", "monitoring"},
     {"stages"},
     {"cli", "__main__", "__init__"},
 ]
