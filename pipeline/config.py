@@ -232,6 +232,16 @@ class Settings(BaseSettings):
         0,
         description="New feedback labels that trigger model_training (0: never, off).",
     )
+    quarantine_jump_factor: float = Field(
+        2.0,
+        description="nightly_scoring alerts when a day's quarantine rate exceeds this many times "
+        "the mean rate of the 7 days before (and quarantine_rate_floor).",
+    )
+    quarantine_rate_floor: float = Field(
+        0.1,
+        description="Quarantine rate (0-1, quarantined / files registered that day) a day must "
+        "exceed before it can alert, however calm the week before was.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -316,6 +326,10 @@ class Settings(BaseSettings):
             raise ValueError("PIPELINE_DRIFT_PSI_THRESHOLD must be positive")
         if self.retrain_min_feedback < 0:
             raise ValueError("PIPELINE_RETRAIN_MIN_FEEDBACK must be 0 (off) or positive")
+        if self.quarantine_jump_factor < 1.0:
+            raise ValueError("PIPELINE_QUARANTINE_JUMP_FACTOR must be at least 1 (2 = doubled)")
+        if not 0.0 <= self.quarantine_rate_floor < 1.0:
+            raise ValueError("PIPELINE_QUARANTINE_RATE_FLOOR is a rate: at least 0, below 1")
         if self.min_bytes_per_second < 0:
             raise ValueError("PIPELINE_MIN_BYTES_PER_SECOND must be >= 0")
         return self

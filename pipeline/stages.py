@@ -9,18 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InfrastructureError
 from pipeline.extract import ExtractSummary, extract_features, shard_of
 from pipeline.features.store import FeatureStore, stores_with_stream
 from pipeline.ingest.register import IngestSummary, discover_media, ingest_media, read_manifest
 from pipeline.media.limits import MediaLimits
 from pipeline.media.sequences import SequenceSpec
+from pipeline.monitoring.alerts import AlertSender, send_alert
+from pipeline.monitoring.health import HealthReport, HealthThresholds, check_health
 from pipeline.progress import Progress
 from pipeline.registry.gate import GateDecision, promotion_gate
 from pipeline.registry.promotion import PromotionMode, promote_version, promotion_mode
@@ -353,3 +355,39 @@ def run_feedback_check(settings: Settings) -> dict[str, Any]:
         "retrain_min_feedback": minimum,
         "retrain": minimum > 0 and new_labels >= minimum,
     }
+
+
+def run_health_check(
+    settings: Settings,
+    day: date,
+    *,
+    senders: Iterable[AlertSender] = (),
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> HealthReport:
+    """Check ``day`` for prediction drift and a quarantine jump (pipeline/monitoring/health.py)
+    and, when something is flagged, send the alert through ``senders``. With no sender nothing
+    is sent (alerts are off) and the findings are only logged; when every sender fails, raises
+    :class:`InfrastructureError` so that the failure shows."""
+    thresholds = HealthThresholds(
+        quarantine_jump_factor=settings.quarantine_jump_factor,
+        quarantine_rate_floor=settings.quarantine_rate_floor,
+    )
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        report = check_health(warehouse, day, thresholds)
+    if report.healthy:
+        log.info("health check for %s: nothing flagged", day.isoformat())
+        return report
+    alert = report.alert(dag_id=dag_id, run_id=run_id)
+    senders = list(senders)
+    log.warning("%s\n%s", alert.subject, "\n".join(report.reasons))
+    if not senders:
+        log.warning("no alert receiver is configured (PIPELINE_ALERT_*): nothing sent")
+        return report
+    failures = send_alert(alert, senders)
+    if len(failures) == len(senders):
+        raise InfrastructureError(
+            "the health alert reached no receiver (" + "; ".join(failures) + "); check the "
+            "PIPELINE_ALERT_* settings and the SMTP connection, then clear this task"
+        )
+    return report

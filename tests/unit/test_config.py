@@ -200,6 +200,8 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "review_threshold": (0.5,),
     "drift_psi_threshold": (0.25,),
     "retrain_min_feedback": (20,),
+    "quarantine_jump_factor": (3.0,),
+    "quarantine_rate_floor": (0.05,),
 }
 
 #: Fields whose effect on the features shows only on top of another setting: the seed makes the
