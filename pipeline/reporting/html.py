@@ -91,7 +91,7 @@ def _sections(data: DailyReportData) -> list[str]:
             "scored",
             data.scored,
             lambda: plots.scored_per_day(data.scored, first, last),
-            "Clips scored per day by the production model, stacked by predicted label.",
+            "Clips scored per day (by any model version), stacked by predicted label.",
         ),
         _plot_section(
             "Confidence",

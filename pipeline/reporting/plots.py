@@ -11,7 +11,7 @@ import io
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from pipeline.warehouse.analytics import (
@@ -24,7 +24,7 @@ from pipeline.warehouse.analytics import (
 
 #: Most series a stacked plot shows; the rest are summed as "other".
 MAX_SERIES = 8
-_NAME_CHARS = 40
+_NAME_CHARS = 32
 _SIZE = (9.0, 3.2)  # inches; at 100 dpi a 900 x 320 px image
 _DPI = 100
 
@@ -65,7 +65,10 @@ def _days(first: date, last: date) -> list[date]:
 def _date_axis(ax: Any, first: date, last: date) -> None:
     import matplotlib.dates as mdates
 
-    ax.set_xlim(first - timedelta(hours=18), last + timedelta(hours=18))
+    # Datetimes, not dates: a date minus 18 hours is the same date, which would cut the first
+    # and last day's bars and points in half.
+    start, end = datetime.combine(first, time()), datetime.combine(last, time())
+    ax.set_xlim(start - timedelta(hours=18), end + timedelta(hours=18))
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=10))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
     ax.grid(alpha=0.3)
@@ -139,14 +142,14 @@ def confidence_per_day(
             )
         ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"review below {threshold:g}")
         _date_axis(ax, first, last)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.05)
         ax.set_ylabel("confidence (median, 10-90 %)")
         ax.set_title("Confidence per day")
         _legend(ax, "model")
         return _png(fig)
 
 
-def drift_per_day(rows: Iterable[DriftDay], first: date, last: date, threshold: float) -> bytes:
+def drift_per_day(rows: Sequence[DriftDay], first: date, last: date, threshold: float) -> bytes:
     """PSI of the predicted-label distribution per day and model version, with the days over
     the threshold circled and the threshold as a dashed line."""
     with _figure() as (fig, ax):
@@ -164,7 +167,7 @@ def drift_per_day(rows: Iterable[DriftDay], first: date, last: date, threshold: 
             )
         ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"drift above {threshold:g}")
         _date_axis(ax, first, last)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(-0.02 * threshold, max([1.5 * threshold, *(1.1 * r.psi for r in rows)]))
         ax.set_ylabel("PSI vs training labels")
         ax.set_title("Prediction drift per day")
         _legend(ax, "model")
@@ -198,7 +201,7 @@ def accuracy_per_day(rows: Iterable[AccuracyDay], first: date, last: date) -> by
                     label=f"{short(version)} (reviewed)",
                 )
         _date_axis(ax, first, last)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy")
         ax.set_title("Accuracy per day on labelled and reviewed clips")
         _legend(ax, "model")
