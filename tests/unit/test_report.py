@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.reporting.daily import DailyReportData, ModelCard, write_daily_report
+from pipeline.reporting.daily import (
+    DailyReportData,
+    ModelCard,
+    collect_daily_report,
+    write_daily_report,
+)
 from pipeline.reporting.html import CSP, markdown_to_html, render_daily_report
 from pipeline.stages import run_report
 from pipeline.warehouse.analytics import (
@@ -23,7 +29,9 @@ from pipeline.warehouse.analytics import (
     ScoredDay,
 )
 from pipeline.warehouse.daily_report import ScoringRunRecord
+from pipeline.warehouse.database import Warehouse
 from tests.hostile_corpus import MARKUP_NAME, TERMINAL_NAME
+from tests.unit.test_warehouse import _clip, _prediction, _register
 
 DAY = date(2026, 3, 31)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -232,3 +240,69 @@ def test_latest_html_is_the_newest_day_a_backfill_leaves_it_alone(tmp_path: Path
     assert (tmp_path / "reports" / "latest.html").read_text() == "<p>april</p>"
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
     assert names == ["2026-01-05.html", "2026-03-31.html", "2026-04-01.html", "latest.html"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """An empty warehouse: a new SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    wh = Warehouse.connect(url)
+    yield wh
+    wh.dispose()
+
+
+def _scored(warehouse: Warehouse) -> None:
+    """v0001 in production; run-a scored two clips on March 30 (5 s apart), run-b one on
+    March 31, and one prediction has no run id."""
+    for clip_id in ("c1", "c2", "c3", "c4"):
+        warehouse.add_clip(_clip(clip_id, label="a"))
+    _register(warehouse, "v0001")
+    warehouse.promote_model("v0001")
+    day1 = datetime(2026, 3, 30, 2, 0, tzinfo=UTC)
+    day2 = datetime(2026, 3, 31, 2, 0, tzinfo=UTC)
+    rows = [
+        _prediction("c1", "v0001", "a", 0.9, day1),
+        _prediction("c2", "v0001", "b", 0.4, day1 + timedelta(seconds=5)),
+        _prediction("c3", "v0001", "a", 0.8, day2),
+        _prediction("c4", "v0001", "a", 0.7, day2),
+    ]
+    for row, run_id in zip(rows, ["run-a", "run-a", "run-b", None], strict=True):
+        row["run_id"] = run_id
+    warehouse.upsert_predictions(rows)
+
+
+def test_recent_scoring_runs_newest_first_up_to_a_day(warehouse: Warehouse) -> None:
+    _scored(warehouse)
+    runs = warehouse.recent_scoring_runs(until=date(2026, 4, 1))
+    assert [(r.run_id, r.clips) for r in runs] == [("run-b", 1), ("run-a", 2)]
+    assert runs[1].seconds == pytest.approx(5.0)
+    assert runs[1].first_scored_at == datetime(2026, 3, 30, 2, 0, tzinfo=UTC)
+    assert [r.run_id for r in warehouse.recent_scoring_runs(until=date(2026, 3, 31))] == ["run-a"]
+    assert [r.run_id for r in warehouse.recent_scoring_runs(until=date(2026, 4, 1), limit=1)] == [
+        "run-b"
+    ]
+
+
+def test_collect_daily_report_reads_every_section_from_the_warehouse(
+    warehouse: Warehouse, settings: Settings
+) -> None:
+    _scored(warehouse)
+    data = collect_daily_report(warehouse, settings, date(2026, 3, 31))
+    assert {(r.day, r.predicted_label, r.clips) for r in data.scored} == {
+        (date(2026, 3, 30), "a", 1),
+        (date(2026, 3, 30), "b", 1),
+        (date(2026, 3, 31), "a", 2),
+    }
+    assert [r.day for r in data.confidence] == [date(2026, 3, 30), date(2026, 3, 31)]
+    assert [r.clip_id for r in data.review_queue] == ["c2"]  # 0.4 < 0.6
+    assert [r.run_id for r in data.runs] == ["run-b", "run-a"]
+    assert data.model is not None and data.model.markdown is None  # no version folder here
+    assert not data.is_empty
+    # A day before anything was scored: an empty window, but the model is still there.
+    earlier = collect_daily_report(warehouse, settings, date(2026, 3, 1))
+    assert earlier.scored == () and earlier.runs == () and earlier.model is not None
+    page = render_daily_report(data)
+    assert "run-b" in page and "c2" in page and 'id="no-data"' not in page
