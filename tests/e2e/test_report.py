@@ -4,8 +4,11 @@ which ``.ci/run`` installs): the screenshot is not blank and the page logs no co
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,6 +23,7 @@ from pipeline.stages import run_report, run_score, run_train
 from pipeline.training.params import TrainParams
 from pipeline.warehouse.database import Warehouse
 from tests.conftest import REPO, pipeline_env
+from tests.e2e.test_object_store import s3_endpoint  # noqa: F401 (a fixture)
 from tests.feature_factory import temporal_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -182,3 +186,36 @@ def test_nightly_scoring_writes_the_report_of_its_logical_date(
     report = Path(scored.data_dir, "reports", "2026-04-05.html")
     assert report.exists()
     assert "stpipe daily report 2026-04-05" in report.read_text()
+
+
+def test_stpipe_report_writes_into_an_s3_data_root(
+    tmp_path: Path,
+    s3_endpoint: dict[str, str],  # noqa: F811 (the fixture imported above)
+) -> None:
+    import s3fs
+
+    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
+    )
+    fs.mkdir(bucket)
+    env = {
+        **os.environ,
+        **s3_endpoint,
+        "PIPELINE_DATA_DIR": f"s3://{bucket}/data",
+        "PIPELINE_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.db'}",
+    }
+    for day in ("2026-03-01", "2026-02-01"):  # the second is a backfill
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "report", "--date", day],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    keys = sorted(k.rsplit("/", 1)[-1] for k in fs.find(f"{bucket}/data/reports"))
+    assert keys == ["2026-02-01.html", "2026-03-01.html", "latest.html"]
+    latest = fs.cat(f"{bucket}/data/reports/latest.html").decode()
+    assert "stpipe daily report 2026-03-01" in latest and "No data yet." in latest
