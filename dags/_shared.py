@@ -44,7 +44,8 @@ ALERT_ROUTES = AlertRoutes.from_env()
 ON_FAILURE_CALLBACK: list[Callable[[Context], None]] | None = list(notifiers(ALERT_ROUTES)) or None
 #: nightly_scoring not finished PIPELINE_SCORING_DEADLINE_MINUTES (120) after its logical date
 #: (02:00 UTC) alerts the same receivers, from the triggerer; None (no deadline) when alerts are
-#: off. Asset-triggered runs have no logical date, so Airflow gives them no deadline.
+#: off or the minutes are 0. Asset-triggered runs have no logical date, so Airflow gives them no
+#: deadline.
 SCORING_DEADLINE = (
     DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
@@ -52,7 +53,7 @@ SCORING_DEADLINE = (
         callback=AsyncCallback(deadline_missed),
         name="scoring_finished",
     )
-    if ALERT_ROUTES.enabled
+    if ALERT_ROUTES.enabled and ALERT_ROUTES.scoring_deadline
     else None
 )
 

@@ -6,6 +6,8 @@ date). Runs at 02:00 UTC every night, and also whenever new features or a new mo
 (the `stpipe_features` / `stpipe_models` assets). Skips when no model is in production yet.
 Re-running adds nothing. Last, `write_daily_report` writes the run's day's HTML report to
 `reports/YYYY-MM-DD.html` and `reports/latest.html` under the data root (also after a skip).
+Beside it, `check_health` alerts the `PIPELINE_ALERT_*` receivers when `prediction_drift` flags
+the run's day or its quarantine rate jumped (it only logs when no receiver is configured).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from _shared import (
+    ALERT_ROUTES,
     DEFAULT_ARGS,
     FEATURES,
     MODELS,
@@ -81,7 +84,26 @@ def nightly_scoring() -> None:
         logical_date = context.get("logical_date") or context["dag_run"].run_after
         return run_report(load_settings(), date=logical_date.date())
 
-    score_new_clips() >> write_daily_report()
+    # After a skipped scoring too: quarantines are checked whether or not a model scored.
+    @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(minutes=10))
+    def check_health() -> dict[str, Any]:
+        from pipeline.config import load_settings
+        from pipeline.monitoring.notifiers import notifiers
+        from pipeline.stages import run_health_check
+
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        logical_date = context.get("logical_date") or dag_run.run_after
+        report = run_health_check(
+            load_settings(),
+            logical_date.date(),
+            senders=notifiers(ALERT_ROUTES),
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+        )
+        return report.as_dict()
+
+    score_new_clips() >> [write_daily_report(), check_health()]
 
 
 nightly_scoring()

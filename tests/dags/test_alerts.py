@@ -85,6 +85,8 @@ def test_a_failed_night_mails_and_posts_and_its_deadline_reaches_both_receivers(
     failure and the DAG failure each reach both receivers, naming the DAG, task and run."""
     from airflow.models.dagrun import DagRun
     from airflow.models.deadline import Deadline
+    from airflow.models.deadline_alert import DeadlineAlert as DeadlineAlertModel
+    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.settings import Session
     from airflow.triggers.callback import CallbackTrigger
     from sqlalchemy import select
@@ -119,8 +121,12 @@ def test_a_failed_night_mails_and_posts_and_its_deadline_reaches_both_receivers(
     task_mail = only(alerting.mailbox.messages, lambda m: "task nightly" in m["Subject"])
     assert dag_run.run_id in Mailbox.body(task_mail)
 
-    # Airflow recorded the run's deadline: its logical date + PIPELINE_SCORING_DEADLINE_MINUTES.
+    # Airflow recorded the run's deadline: its logical date + PIPELINE_SCORING_DEADLINE_MINUTES;
+    # the DAG the scheduler reads refers to it by id (what ends a successful run's deadline).
     session = Session()
+    [alert_id] = SerializedDagModel.get_dag("nightly_scoring", session=session).deadline
+    stored = DeadlineAlertModel.get_by_id(alert_id, session=session)
+    assert (stored.name, stored.interval["__data__"]) == ("scoring_finished", 45 * 60)
     run = session.scalars(select(DagRun).where(DagRun.run_id == dag_run.run_id)).one()
     [deadline] = session.scalars(select(Deadline).where(Deadline.dagrun_id == run.id)).all()
     assert deadline.deadline_time == run.logical_date + timedelta(minutes=45)
@@ -141,3 +147,55 @@ def test_a_failed_night_mails_and_posts_and_its_deadline_reaches_both_receivers(
     late = only(alerting.webhook.posts, lambda p: p["kind"] == "deadline_missed")
     assert (late["dag_id"], late["run_id"]) == ("nightly_scoring", dag_run.run_id)
     assert len(alerting.mailbox.messages) == 3
+
+
+def test_the_health_check_follows_scoring_even_a_skipped_one_beside_the_report(
+    dag_bag: Any,
+) -> None:
+    dag = dag_bag.get_dag("nightly_scoring")
+    health = dag.get_task("check_health")
+    assert health.upstream_task_ids == {"score_new_clips"}
+    assert health.downstream_task_ids == set()  # a failed alert never blocks the report
+    assert health.trigger_rule == "none_failed"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_quarantine_jump_in_a_real_run_alerts_from_check_health(
+    alerting: Receivers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """nightly_scoring for real with no model (scoring skips) on a warehouse where most of
+    today's files were quarantined: check_health sends the alert from inside the run."""
+    from pipeline.config import load_settings
+    from pipeline.warehouse.database import Warehouse
+    from tests.unit.test_warehouse import _clip
+
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
+    # Airflow 3.3.2's dag.test() cannot end a successful run that has a deadline (it looks the
+    # deadline up by its definition, not its id; the failed run above never gets there).
+    monkeypatch.setenv("PIPELINE_SCORING_DEADLINE_MINUTES", "0")
+    with Warehouse.connect(load_settings().warehouse) as wh:
+        wh.add_clip(_clip("fine"))
+        for i in range(3):
+            wh.add_clip(_clip(f"bad{i}", status="quarantined", error="no audio stream"))
+
+    dag = _fresh_dag_bag(monkeypatch).get_dag("nightly_scoring")
+    dag_run = dag.test()
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states == {
+        "score_new_clips": "skipped",
+        "write_daily_report": "success",
+        "check_health": "success",
+    }
+
+    alerting.wait_for(emails=1, posts=1)
+    [post] = alerting.webhook.posts
+    assert post["kind"] == "health" and post["summary"].endswith("quarantine jump")
+    assert (post["dag_id"], post["task_id"], post["run_id"]) == (
+        "nightly_scoring",
+        "check_health",
+        dag_run.run_id,
+    )
+    assert "3 of 4 files (75%)" in post["details"][0]
+    [message] = alerting.mailbox.messages
+    assert message["Subject"] == post["text"].splitlines()[0].join(["[stpipe] ", ""])

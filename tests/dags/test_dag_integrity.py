@@ -162,5 +162,6 @@ def test_task_ids_are_the_stage_function_names(dag_bag: Any) -> None:
             "promote_model",
             "keep_production",
         ],
-        "nightly_scoring": ["score_new_clips", "write_daily_report"],        "feedback_watch": ["check_feedback", "announce_feedback"],
+        "nightly_scoring": ["score_new_clips", "write_daily_report", "check_health"],
+        "feedback_watch": ["check_feedback", "announce_feedback"],
     }

@@ -383,8 +383,12 @@ def test_media_ingest_chains_through_assets_under_a_real_scheduler(
             ti["task_id"]: ti["state"]
             for ti in dep.task_instances("nightly_scoring", run["run_id"])
         }
-        # The daily report is written after a skipped scoring too.
-        assert states == {"score_new_clips": "skipped", "write_daily_report": "success"}, run
+        # The daily report is written, and the health checked, after a skipped scoring too.
+        assert states == {
+            "score_new_clips": "skipped",
+            "write_daily_report": "success",
+            "check_health": "success",
+        }, run
     [summarize] = [ti for ti in tis if ti["task_id"] == "summarize_extraction"]
     assert triggered[0]["start_date"] >= summarize["end_date"]
 

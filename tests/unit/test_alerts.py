@@ -110,6 +110,8 @@ def test_routes_read_recipients_webhook_connection_and_deadline() -> None:
     assert routes.smtp_conn_id == "smtp_ops"
     assert routes.webhook_conn_id == "stpipe_webhook" and routes.webhook_url is None
     assert routes.scoring_deadline == timedelta(minutes=90)
+    off = AlertRoutes.from_env({"PIPELINE_SCORING_DEADLINE_MINUTES": "0"})
+    assert off.scoring_deadline is None
 
 
 @pytest.mark.parametrize(
@@ -117,7 +119,7 @@ def test_routes_read_recipients_webhook_connection_and_deadline() -> None:
     [
         ("PIPELINE_ALERT_EMAIL", "ops at example.com"),
         ("PIPELINE_ALERT_WEBHOOK_URL", "hooks.example.com/x"),
-        ("PIPELINE_SCORING_DEADLINE_MINUTES", "0"),
+        ("PIPELINE_SCORING_DEADLINE_MINUTES", "-5"),
         ("PIPELINE_SCORING_DEADLINE_MINUTES", "two hours"),
     ],
 )
