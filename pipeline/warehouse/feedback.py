@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline.errors import ConfigError, InfrastructureError
-from pipeline.ingest.labels import label_problem
+from pipeline.labels import label_problem
 from pipeline.warehouse.connection import WarehouseConnection, utc_now
 from pipeline.warehouse.work_claims import _as_datetime
 
@@ -63,7 +63,7 @@ class FeedbackSql(WarehouseConnection):
 
         Raises:
             ConfigError: the clip is unknown (or the prefix ambiguous), the label is invalid
-                (:data:`pipeline.ingest.labels.LABEL_RULE`) or the reviewer is empty.
+                (:data:`pipeline.labels.LABEL_RULE`) or the reviewer is empty.
         """
         [record] = self.add_feedback_batch([FeedbackItem(clip_id, label, reviewer, note)])
         return record

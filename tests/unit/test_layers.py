@@ -10,10 +10,10 @@ from tests.conftest import REPO
 
 #: Bottom to top. ``features.identity`` is standard-library only and names what the settings
 #: hash (the CNN's identity, the extractor version), so it sits with the settings;
-#: ``ingest.labels`` (the label rule, errors only) sits there too, for the warehouse's feedback.
+#: ``labels`` (the label rule, errors only) sits there too, for the warehouse's feedback.
 LAYERS: list[set[str]] = [
     {"errors", "text"},
-    {"storage", "progress", "tfenv", "config", "features.identity", "ingest.labels"},
+    {"storage", "progress", "tfenv", "config", "features.identity", "labels"},
     {"warehouse", "media"},
     {"features"},
     {"model"},
