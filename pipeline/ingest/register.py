@@ -41,7 +41,7 @@ from pipeline.errors import (
     describe,
     infrastructure_problem,
 )
-from pipeline.ingest.labels import LabelError, label_problem
+from pipeline.labels import LabelError, label_problem
 from pipeline.media.limits import MediaLimits
 from pipeline.progress import NullProgress, Progress
 from pipeline.text import printable
