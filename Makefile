@@ -19,7 +19,7 @@ help:
 	@echo "make lint       ruff (AIR rules) + ruff format --check + mypy --strict"
 	@echo "make check      lint, then the whole test suite (what CI runs)"
 	@echo "make pre-commit-install  run the lint checks on every git commit"
-	@echo "make bench      the benchmarks, then docs/benchmarks.md (about 40 minutes on 2 cores)"
+	@echo "make bench      the benchmarks, then docs/benchmarks.md (about an hour on 2 cores)"
 	@echo "make clean-data remove ./data (the demo's outputs)"
 
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -48,7 +48,7 @@ pre-commit-install: $(VENV)/.synced
 	$(BIN)/pre-commit install
 
 bench: $(VENV)/.synced
-	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest; do \
+	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest warehouse_scale; do \
 		../$(BIN)/python $$script.py || exit 1; done
 	$(BIN)/python bench/report.py
 
