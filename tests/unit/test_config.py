@@ -265,14 +265,17 @@ def test_max_frames_reaches_the_video_hash_only_as_a_cap(tmp_path: Path) -> None
     assert Settings(frames_per_segment=16, max_frames=5).video_sampling.frames_per_sequence == 5
 
 
-def test_default_hashes_still_name_the_feature_folders_on_disk() -> None:
+def test_default_hashes_still_name_the_feature_folders_on_disk(tmp_path: Path) -> None:
     # Feature caches already written are named by these digits; a change here recomputes every
     # user's features, so it must be deliberate (bump EXTRACTOR_VERSION instead of drifting).
-    default = Settings()
+    # An empty data dir: ./data/stpipe.toml (written by `make demo`) must not change defaults.
+    empty = str(tmp_path)
+    default = Settings(data_dir=empty)
     assert default.stream_hash("video") == "5101529ed2a0de9f"
     assert default.stream_hash("audio") == "1f07e7f0edfbd8ca"
     assert default.settings_hash == "f9835aaf7b2f7b3c"
     other = Settings(
+        data_dir=empty,
         image_size=64,
         frames_per_segment=80,
         max_frames=20,
@@ -287,7 +290,7 @@ def test_default_hashes_still_name_the_feature_folders_on_disk() -> None:
     assert other.stream_hash("video") == "87cd1ab3c5ae9625"
     assert other.stream_hash("audio") == "36c31dd17d731074"
     assert other.settings_hash == "c91a5dcc7d5b9375"
-    random_init = Settings(cnn_weights="none", seed=7)
+    random_init = Settings(data_dir=empty, cnn_weights="none", seed=7)
     assert random_init.settings_hash == "43e3402b78fd1b6e"
 
 
