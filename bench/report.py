@@ -441,13 +441,13 @@ def warehouse_scale_section(r: dict[str, Any]) -> list[str]:
                 for x in sizes
             ),
             "",
-            "Throughput falls as the store grows: for every chunk of clips the scorer asks"
-            " `FeatureStore.read_segments` for those clips, which reads every Parquet part of"
-            " the folder (all columns) and keeps the chunk's rows; clip ids are hashes, so a"
-            " chunk's clips lie in every part. Scoring is therefore quadratic in the number of"
-            " clips cached (5 times the clips, about 20 times the time); scoring the pending"
-            " clips part by part (each part read once) would make it linear. Memory stays flat"
-            " all the same: each chunk's rows are dropped once written.",
+            "Scoring reads the feature store part by part: pending clips are ordered by the"
+            " Parquet part that holds them, and `FeatureStore.read_segments` opens only the parts"
+            " that hold a chunk's clips (which clips a part holds is read once, one column), so"
+            " each part is read about once and scoring is linear in the clips. Before that fix"
+            " every chunk read every part (clip ids are hashes, so a chunk's clips lie in every"
+            " part): 1,099 clips/s at 20,000 clips and 274 at 100,000, quadratic. Memory stays"
+            " flat: each chunk's rows are dropped once written.",
             "",
         ]
     return lines

@@ -114,6 +114,8 @@ class FeatureStore:
         self.parquet_dir = join_uri(self.folder, "parquet")
         self.tfrecord_dir = join_uri(self.folder, "tfrecords")
         self._stream_hashes = stream_hashes
+        # Committed parts never change, so which clips a part holds is read once per store.
+        self._part_clips: dict[str, frozenset[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureStore:
@@ -222,25 +224,33 @@ class FeatureStore:
             log.warning("ignoring %d uncommitted TFRecord part(s): %s", len(orphans), orphans[:3])
         return [p for p in parts if _part_name(p) in committed]
 
+    def clips_by_part(self) -> dict[str, frozenset[str]]:
+        """Per committed Parquet part, the ids of the clips it holds (one column per part, read
+        once per store: committed parts are never rewritten)."""
+        parts = self.parquet_parts()
+        for part in parts:
+            if part not in self._part_clips:
+                column = _read_parquet(part, ["clip_id"]).column("clip_id")
+                self._part_clips[part] = frozenset(column.to_pylist())
+        return {part: self._part_clips[part] for part in parts}
+
     def clip_ids(self) -> set[str]:
         """Ids of every clip with features in this folder (reads one column)."""
-        ids: set[str] = set()
-        for part in self.parquet_parts():
-            ids.update(_read_parquet(part, ["clip_id"]).column("clip_id").to_pylist())
-        return ids
+        return set().union(*self.clips_by_part().values())
 
     def read_segments(
         self, clip_ids: Iterable[str] | None = None, streams: Sequence[str] = STREAMS
     ) -> dict[str, list[SegmentFeatures]]:
-        """Segments (in order) of ``clip_ids`` (all clips when None), from the Parquet copy."""
+        """Segments (in order) of ``clip_ids`` (all clips when None), from the Parquet copy.
+        Only the parts that hold one of ``clip_ids`` are read."""
         wanted = set(clip_ids) if clip_ids is not None else None
         found: dict[str, list[SegmentFeatures]] = {}
-        for part in self.parquet_parts():
+        for part, held in self.clips_by_part().items():
+            if wanted is not None and held.isdisjoint(wanted):
+                continue
             table = _read_parquet(part, [*_META_COLUMNS, *streams])
             ids = table.column("clip_id").to_pylist()
             keep = [i for i, c in enumerate(ids) if wanted is None or c in wanted]
-            if not keep:
-                continue
             table = table.take(pa.array(keep))
             meta = table.select(_META_COLUMNS).to_pylist()
             arrays = {s: sequences_to_numpy(table.column(s)) for s in streams}

@@ -123,8 +123,12 @@ def _clips_with_inputs(
     the media), those with features under its settings for a head."""
     if model_kind(read_metadata(production)) == "end_to_end":
         return pending
-    available = store.clip_ids()
-    ready = [c for c in pending if c.clip_id in available]
+    # Chunks follow the feature parts (clip ids are hashes, so in id order every chunk would
+    # touch every part): each part is read about once, and scoring stays linear in the clips.
+    part_of = {clip: part for part, held in store.clips_by_part().items() for clip in held}
+    ready = sorted(
+        (c for c in pending if c.clip_id in part_of), key=lambda c: (part_of[c.clip_id], c.clip_id)
+    )
     summary.missing_features = len(pending) - len(ready)
     if summary.missing_features:
         log.warning(
