@@ -151,6 +151,7 @@ if str(REPO / "dags") not in sys.path:
     sys.path.insert(0, str(REPO / "dags"))
 
 from pipeline.config import Settings, load_settings  # noqa: E402
+from pipeline.warehouse.database import Warehouse  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "STPIPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -226,6 +227,22 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty warehouse of each kind: a new SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'w.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
+    """The warehouse at ``warehouse_url``, migrated."""
+    wh = Warehouse.connect(warehouse_url)
+    yield wh
+    wh.dispose()
 
 
 @pytest.fixture(scope="session")

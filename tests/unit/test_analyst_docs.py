@@ -193,15 +193,10 @@ def _seed(warehouse: Warehouse) -> None:
         )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+@pytest.fixture
+def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
     """A migrated warehouse of each dialect holding a few rows for the queries to find."""
-    url = (
-        f"sqlite:///{tmp_path / 'w.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    wh = Warehouse.connect(url)
+    wh = Warehouse.connect(warehouse_url)
     _seed(wh)
     yield wh
     wh.dispose()

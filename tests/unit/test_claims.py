@@ -7,11 +7,8 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from pipeline.config import Settings
 from pipeline.extract import extract_features
@@ -23,19 +20,6 @@ from pipeline.warehouse.database import Warehouse, _as_datetime, utc_now
 from tests.media_factory import tone_file
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'w.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def warehouse(url: str) -> Iterator[Warehouse]:
-    with Warehouse.connect(url) as wh:
-        yield wh
-
-
 def _reserve_many(job: tuple[str, int]) -> list[str]:
     url, worker = job
     with Warehouse.connect(url, migrate=False) as wh:
@@ -43,10 +27,10 @@ def _reserve_many(job: tuple[str, int]) -> list[str]:
 
 
 def test_versions_reserved_by_processes_at_once_are_all_distinct(
-    url: str, warehouse: Warehouse
+    warehouse_url: str, warehouse: Warehouse
 ) -> None:
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.map(_reserve_many, [(url, w) for w in range(8)], chunksize=1)
+        results = pool.map(_reserve_many, [(warehouse_url, w) for w in range(8)], chunksize=1)
     versions = [v for worker in results for v in worker]
     assert len(versions) == len(set(versions)) == 40
     assert sorted(versions) == [f"v{n:04d}" for n in range(1, 41)]

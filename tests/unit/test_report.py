@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -243,18 +242,6 @@ def test_latest_html_is_the_newest_day_a_backfill_leaves_it_alone(tmp_path: Path
     assert (tmp_path / "reports" / "latest.html").read_text() == "<p>april</p>"
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
     assert names == ["2026-01-05.html", "2026-03-31.html", "2026-04-01.html", "latest.html"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    """An empty warehouse: a new SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'w.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    wh = Warehouse.connect(url)
-    yield wh
-    wh.dispose()
 
 
 def _scored(warehouse: Warehouse) -> None:

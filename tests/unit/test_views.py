@@ -5,9 +5,7 @@ confidence, quarantine, segments and the review queue."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,18 +35,6 @@ VIEWS = (
     "segment_timeline",
     "review_queue",
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    """An empty warehouse: a new SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'w.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    wh = Warehouse.connect(url)
-    yield wh
-    wh.dispose()
 
 
 def _trained(wh: Warehouse, version: str, labels: dict[str, str], split: str = "train") -> None:

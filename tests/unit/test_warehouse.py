@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,22 +14,6 @@ from pipeline.errors import ConfigError
 from pipeline.warehouse import connection
 from pipeline.warehouse.database import Warehouse, split_sql, sql_dir
 from pipeline.warehouse.reports import ClipTally, HeldOutScore, LabelTally
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty warehouse: a new SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'w.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
-    wh = Warehouse.connect(warehouse_url)
-    yield wh
-    wh.dispose()
 
 
 def _clip(clip_id: str, **extra: Any) -> dict[str, Any]:
