@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -67,21 +69,24 @@ def test_low_frequencies_are_drawn_at_the_bottom() -> None:
     assert image[-1].mean() > 200 and image[0].mean() < 10
 
 
+#: The default audio framing, at 32 px and at most 16 windows.
+FRAMING: dict[str, Any] = dict(
+    sample_rate=16000,
+    n_mels=64,
+    mel_window_ms=25,
+    mel_hop_ms=10,
+    window_seconds=0.32,
+    hop_seconds=0.16,
+    max_windows=16,
+    image_size=32,
+)
+
+
 def test_rising_and_falling_tones_give_mirrored_window_sequences() -> None:
     rising = np.concatenate([tone(0.4, 400), tone(0.4, 800), tone(0.4, 1600)])
     falling = np.concatenate([tone(0.4, 1600), tone(0.4, 800), tone(0.4, 400)])
-    kwargs = dict(
-        sample_rate=16000,
-        n_mels=64,
-        mel_window_ms=25,
-        mel_hop_ms=10,
-        window_seconds=0.32,
-        hop_seconds=0.16,
-        max_windows=16,
-        image_size=32,
-    )
-    up = log_mel_images(rising, **kwargs)
-    down = log_mel_images(falling, **kwargs)
+    up = log_mel_images(rising, **FRAMING)
+    down = log_mel_images(falling, **FRAMING)
     assert up.shape == down.shape == (6, 32, 32, 3)
     brightest_row = lambda images: images[..., 0].mean(axis=2).argmax(axis=1)  # noqa: E731
     assert brightest_row(up)[0] > brightest_row(up)[-1]  # pitch climbs: the line moves up
@@ -91,15 +96,5 @@ def test_rising_and_falling_tones_give_mirrored_window_sequences() -> None:
 def test_audio_seconds_needed_covers_the_capped_windows() -> None:
     assert audio_seconds_needed(0.32, 0.16, 16) == pytest.approx(0.32 + 15 * 0.16 + 0.05)
     seconds = audio_seconds_needed(0.32, 0.16, 16)
-    images = log_mel_images(
-        tone(seconds, 440),
-        sample_rate=16000,
-        n_mels=64,
-        mel_window_ms=25,
-        mel_hop_ms=10,
-        window_seconds=0.32,
-        hop_seconds=0.16,
-        max_windows=16,
-        image_size=32,
-    )
+    images = log_mel_images(tone(seconds, 440), **FRAMING)
     assert images.shape[0] == 16
