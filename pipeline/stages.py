@@ -208,13 +208,13 @@ def _training_job(
 ) -> TrainingJob:
     return TrainingJob(
         models_root=settings.models_root,
-        runs_root=settings.runs_root,
         feature_settings=settings.feature_settings(),
         sequence_spec=SequenceSpec.from_settings(settings),
         cnn_weights=settings.cnn_weights,
         params=params or TrainParams(seed=settings.seed),
         promotion=promotion_mode(promote),
         promotion_margin=settings.promotion_margin,
+        claim_lease_seconds=settings.claim_lease_seconds,
     )
 
 

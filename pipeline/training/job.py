@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.config import join_uri
 from pipeline.media.sequences import SequenceSpec
 from pipeline.model.kinds import ModelKind
 from pipeline.registry.promotion import PromotionMode
@@ -16,14 +17,20 @@ from pipeline.training.params import TrainParams
 class TrainingJob:
     """Where a training run writes, what it records, and how its version may be promoted."""
 
-    models_root: str  # version folders
-    runs_root: str  # local checkpoints and TensorBoard logs of runs in progress
+    models_root: str  # version folders (a local path or an object-store URI)
     feature_settings: dict[str, Any]  # recorded in the metadata
     sequence_spec: SequenceSpec  # how the end-to-end model decodes media (recorded too)
     cnn_weights: str  # VGG-16 weights of the end-to-end model
     params: TrainParams
     promotion: PromotionMode = "gate"
     promotion_margin: float = 0.0  # macro-F1 the candidate must gain over production
+    claim_lease_seconds: float = 60.0  # a dead worker's claim on a run lapses after this
+
+    @property
+    def runs_root(self) -> str:
+        """Checkpoints and TensorBoard logs of runs in progress, one folder per fingerprint,
+        beside the version folders (so under the data root, local or remote)."""
+        return join_uri(self.models_root, "_runs")
 
     @property
     def kind(self) -> ModelKind:

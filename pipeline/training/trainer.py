@@ -32,12 +32,10 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline import storage
 from pipeline.config import join_uri
 from pipeline.features.store import FeatureStore
 from pipeline.model.inference import predict_clips
@@ -47,7 +45,13 @@ from pipeline.registry.artifacts import model_kind, read_metadata
 from pipeline.registry.gate import GateDecision
 from pipeline.registry.promotion import promote_version
 from pipeline.registry.versions import get_model
-from pipeline.training.checkpoint import Checkpointer, RunState, remove_checkpoints
+from pipeline.training.checkpoint import (
+    TENSORBOARD_DIR,
+    Checkpointer,
+    RunFolder,
+    RunState,
+    claim_run,
+)
 from pipeline.training.data import TrainingData, prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
@@ -62,6 +66,7 @@ from pipeline.training.statistics import (
     sampled_frame_statistics,
 )
 from pipeline.training.version_folder import write_version_folder
+from pipeline.warehouse.claims import WarehouseClaims
 from pipeline.warehouse.database import ClipRecord, ModelRecord, Warehouse
 
 log = logging.getLogger(__name__)
@@ -96,15 +101,16 @@ def train_model(
     record = warehouse.model_with_fingerprint(data.fingerprint)
     fit = None
     if record is None:
-        run_dir = Path(job.runs_root) / data.fingerprint[:16]
-        # The same training started twice on this machine shares its checkpoints: the second
-        # waits for the first, then reuses its version (the kernel drops a killed run's lock).
-        with storage.file_lock(f"{run_dir}.lock"):
+        run_uri = join_uri(job.runs_root, data.fingerprint[:16])
+        # The same training started twice (on this machine or another) shares its checkpoints:
+        # the second waits for the first's claim, then reuses its version.
+        with claim_run(warehouse, data.fingerprint, job.claim_lease_seconds) as claims:
             record = warehouse.model_with_fingerprint(data.fingerprint)
             if record is None:
-                fit = fit_and_evaluate(data, store, run_dir, job)
-                record = register_version(fit, data, store, warehouse, job)
-                remove_checkpoints(run_dir)  # the version folder has the model now
+                with RunFolder.opened(run_uri) as folder:
+                    fit = fit_and_evaluate(data, store, folder, job, claims)
+                    record = register_version(fit, data, store, warehouse, job)
+                    folder.remove_checkpoints()  # the version folder has the model now
     if fit is None:
         log.info("train: %s was trained on exactly this data; reusing it", record.model_version)
     gate = promote_version(
@@ -120,24 +126,26 @@ def train_model(
 
 
 def fit_and_evaluate(
-    data: TrainingData, store: FeatureStore, run_dir: Path, job: TrainingJob
+    data: TrainingData,
+    store: FeatureStore,
+    folder: RunFolder,
+    job: TrainingJob,
+    claims: WarehouseClaims | None = None,
 ) -> FitOutcome:
-    """Fit (resuming from the run's checkpoints), restore the best epoch, evaluate."""
+    """Fit (resuming from the run's checkpoints in ``folder``), restore the best epoch,
+    evaluate. ``claims`` holds the run's claim, confirmed before every checkpoint."""
     from pipeline.tfenv import keras, tf
 
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for partial in run_dir.glob(".tmp-*"):  # a save cut short by a kill
-        partial.unlink()
     keras.utils.set_random_seed(job.params.seed)
     tf.config.experimental.enable_op_determinism()
     inputs = _Inputs(data.training_set, store, job)
-    model, state = _resume_or_build(data, store, run_dir, job)
+    model, state = _resume_or_build(data, store, folder, job)
     resumed_from = state.next_epoch if state.epoch >= 0 else None
     if not state.finished(job.params.epochs):
-        _fit(model, state, inputs, data, run_dir, job.params)
+        _fit(model, state, inputs, data, folder, job.params, claims)
     if state.best_weights:
-        model.load_weights(run_dir / state.best_weights)
+        model.load_weights(folder.local(state.best_weights))
     metrics, val_metrics = _evaluate(model, data.training_set, store, job)
     return FitOutcome(
         model,
@@ -178,11 +186,11 @@ class _Inputs:
 
 
 def _resume_or_build(
-    data: TrainingData, store: FeatureStore, run_dir: Path, job: TrainingJob
+    data: TrainingData, store: FeatureStore, folder: RunFolder, job: TrainingJob
 ) -> tuple[Any, RunState]:
     from pipeline.model.architecture import load_classifier
 
-    state = RunState.load(run_dir, data.fingerprint)
+    state = RunState.load(folder, data.fingerprint)
     if state is not None and state.checkpoint is not None:
         log.info(
             "train: resuming %s run %s after epoch %d",
@@ -190,7 +198,7 @@ def _resume_or_build(
             data.fingerprint[:16],
             state.next_epoch,
         )
-        return load_classifier(str(run_dir / state.checkpoint), compile=True), state
+        return load_classifier(str(folder.local(state.checkpoint)), compile=True), state
     return _build(data.training_set, store, job), RunState(data.fingerprint)
 
 
@@ -245,35 +253,46 @@ def _fit(
     state: RunState,
     inputs: _Inputs,
     data: TrainingData,
-    run_dir: Path,
+    folder: RunFolder,
     params: TrainParams,
+    claims: WarehouseClaims | None,
 ) -> None:
+    """Fit one epoch at a time from ``state.next_epoch``, each epoch's examples shuffled with
+    ``seed + epoch``: the order of an epoch is the same whether the run was resumed or not, so a
+    resumed run ends with the model an uninterrupted run ends with."""
     from pipeline.tfenv import keras
 
     has_val = bool(data.training_set.examples["val"])
     if not has_val:
         log.warning("no validation clips: early stopping watches the training loss instead")
+    callbacks = [
+        # TensorBoard first: the Checkpointer publishes its logs once it has closed them.
+        keras.callbacks.TensorBoard(
+            log_dir=str(folder.work / TENSORBOARD_DIR), write_graph=False, profile_batch=0
+        ),
+        Checkpointer(folder, state, "val_loss" if has_val else "loss", params.patience, claims),
+    ]
+    weights = class_weights(data.training_set, params.class_weights, data.segment_frames)
     with warnings.catch_warnings():
         # The media dataset's length is unknown until decoded, so Keras meets its end in every
         # epoch and warns that the input "ran out of data": that end is the epoch's end.
         warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
-        model.fit(
-            without_clip_ids(inputs("train", params.batch_size, params.seed)),
-            validation_data=without_clip_ids(inputs("val", params.batch_size)) if has_val else None,
-            epochs=params.epochs,
-            initial_epoch=state.next_epoch,
-            class_weight=class_weights(
-                data.training_set, params.class_weights, data.segment_frames
-            ),
-            callbacks=[
-                Checkpointer(run_dir, state, "val_loss" if has_val else "loss", params.patience),
-                keras.callbacks.TensorBoard(
-                    log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
+        while not state.finished(params.epochs):
+            epoch = state.next_epoch
+            model.fit(
+                without_clip_ids(inputs("train", params.batch_size, params.seed + epoch)),
+                validation_data=(
+                    without_clip_ids(inputs("val", params.batch_size)) if has_val else None
                 ),
-            ],
-            shuffle=False,  # the datasets shuffle themselves, seeded
-            verbose=0,
-        )
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                class_weight=weights,
+                callbacks=callbacks,
+                shuffle=False,  # the datasets shuffle themselves, seeded
+                verbose=0,
+            )
+            if state.epoch != epoch:  # Keras ended the epoch without the Checkpointer
+                raise RuntimeError(f"epoch {epoch + 1} ended without a checkpoint")
 
 
 def _evaluate(
@@ -368,7 +387,7 @@ def _metadata(
         "best_epoch": None if state.best_epoch is None else state.best_epoch + 1,
         "resumed_from_epoch": fit.resumed_from_epoch,
         "train_seconds": fit.seconds,
-        "tensorboard": str(Path(job.runs_root) / data.fingerprint[:16] / "tensorboard"),
+        "tensorboard": join_uri(job.runs_root, data.fingerprint[:16], TENSORBOARD_DIR),
         "history": state.history,
     }
 
