@@ -5,6 +5,7 @@ Layout under ``DATA_DIR/features/<settings_hash>/``::
     settings.json                       the settings this folder holds (both streams' hashes)
     parquet/part-<id>.parquet           one row per clip segment (analysts, scoring, checks)
     tfrecords/part-<id>.tfrecord.gz     the same rows as SequenceExamples (training input)
+    index/                              which part holds each clip (:mod:`.index`)
 
 A row holds both *streams* of a segment: ``video`` (sampled frames) and ``audio`` (spectrogram
 windows; for a video, its audio track). A stream a clip does not have is an empty list. Each
@@ -12,10 +13,11 @@ stream has its own settings hash (``video_hash``, ``audio_hash``): when only one
 settings change, the other stream's features are copied from the folder that has them instead of
 being computed again.
 
-A part is written TFRecord first, Parquet last, each atomically; the Parquet file is the commit
-marker. Readers only trust TFRecord parts that have their Parquet twin, so a crash between the
-two writes leaves an ignored orphan rather than a half-visible part. All rows of a clip are in
-one part.
+A part is written TFRecord first, then its index entry, Parquet last, each atomically; the
+Parquet file is the commit marker. Readers find parts through the index, which trusts an entry
+only when its Parquet file exists, so a crash between the writes leaves an ignored orphan
+rather than a half-visible part; no reader lists the parts or opens one it does not need. All
+rows of a clip are in one part.
 
 Parquet schema: ``clip_id`` string, ``segment_index`` / ``n_segments`` int32,
 ``start_seconds`` / ``end_seconds`` float64, ``modality`` string (of the clip), ``settings_hash``
@@ -32,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,12 +43,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.config import STREAMS, Settings, join_uri
 from pipeline.errors import StoreError, describe
 from pipeline.features.identity import FEATURE_DIM
+from pipeline.features.index import (
+    EMPTY_INDEX,
+    FRAME_COLUMNS,
+    Compaction,
+    FeatureIndex,
+    IndexReader,
+    compact,
+    entry_table,
+    unindexed_parts,
+    write_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +83,9 @@ PARQUET_SCHEMA = pa.schema(
         ("extracted_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+#: A writer compacts the index after this many parts if as many entries are uncompacted, so a
+#: folder stays one compacted file plus a few entries even if nobody runs `features compact`.
+COMPACT_EVERY_PARTS = 64
 _META_COLUMNS = [
     "clip_id",
     "segment_index",
@@ -113,9 +131,11 @@ class FeatureStore:
         self.folder = join_uri(root, settings_hash)
         self.parquet_dir = join_uri(self.folder, "parquet")
         self.tfrecord_dir = join_uri(self.folder, "tfrecords")
+        self.index_dir = join_uri(self.folder, "index")
         self._stream_hashes = stream_hashes
-        # Committed parts never change, so which clips a part holds is read once per store.
-        self._part_clips: dict[str, frozenset[str]] = {}
+        self._index = IndexReader(self.folder)
+        self._index_ready = False  # this store has seen (or made) a generation of the index
+        self._parts_written = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureStore:
@@ -167,18 +187,46 @@ class FeatureStore:
         ids = sorted({s.clip_id for s in segments})
         name = "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         try:
-            self._write_tfrecord(join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), segments)
+            self._ensure_index()
+            tfrecord_bytes = self._write_tfrecord(
+                join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz"), segments
+            )
+            table = self._to_table(segments)
             with storage.atomic_write(join_uri(self.parquet_dir, f"{name}.parquet")) as tmp:
-                pq.write_table(self._to_table(segments), tmp, compression="zstd")
+                pq.write_table(table, tmp, compression="zstd")
+                size = tfrecord_bytes + os.path.getsize(tmp)
+                write_entry(self.index_dir, name, entry_table(name, table, size))
         except Exception as exc:
             # Nothing of this part is visible: each file is renamed into place only when
-            # complete, and a TFRecord without its Parquet twin is ignored.
+            # complete, and the index trusts no entry whose Parquet file is missing.
             raise StoreError(
                 f"cannot write feature part {name} of {self.folder} ({describe(exc)}); free "
                 "disk space or raise the quota / file-size limit, then re-run `stpipe extract` "
                 "(no half-written part is visible)"
             ) from exc
+        self._parts_written += 1
+        if self._parts_written % COMPACT_EVERY_PARTS == 0:
+            self._compact_if_behind()
         return name
+
+    def _ensure_index(self) -> None:
+        """Give the folder its first index generation before this store writes an entry (a
+        folder written before the index is migrated then, so no old part is ever hidden)."""
+        if not self._index_ready:
+            if self._index.read() is None:
+                compact(self.folder, rescan=True)
+            self._index_ready = True
+
+    def _compact_if_behind(self) -> None:
+        index = self._index.read()
+        if index is not None and index.uncompacted >= COMPACT_EVERY_PARTS:
+            compact(self.folder)
+
+    def compact_index(self, *, rescan: bool = False) -> Compaction:
+        """Merge the index entries of parts written since the last compaction into one file
+        (see :func:`pipeline.features.index.compact`); ``rescan`` also indexes committed parts
+        that have no entry (a folder written before the index)."""
+        return compact(self.folder, rescan=rescan)
 
     def _to_table(self, segments: Sequence[SegmentFeatures]) -> pa.Table:
         now = datetime.now(UTC)
@@ -202,112 +250,135 @@ class FeatureStore:
         return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
 
     @staticmethod
-    def _write_tfrecord(uri: str, segments: Sequence[SegmentFeatures]) -> None:
+    def _write_tfrecord(uri: str, segments: Sequence[SegmentFeatures]) -> int:
+        """Write the TFRecord copy; return its size in bytes."""
         from pipeline.tfenv import tf
 
         options = tf.io.TFRecordOptions(compression_type="GZIP")
-        with storage.atomic_write(uri) as tmp, tf.io.TFRecordWriter(tmp, options) as writer:
-            for segment in segments:
-                writer.write(sequence_example(segment).SerializeToString())
+        with storage.atomic_write(uri) as tmp:
+            with tf.io.TFRecordWriter(tmp, options) as writer:
+                for segment in segments:
+                    writer.write(sequence_example(segment).SerializeToString())
+            return os.path.getsize(tmp)
 
     # Reading ------------------------------------------------------------------------------
 
-    def parquet_parts(self) -> list[str]:
-        return storage.list_files(self.parquet_dir, (".parquet",))
+    def index(self) -> FeatureIndex:
+        """The committed parts and their clips' segments (read again each call, opening only
+        what changed since the last; a folder written before the index is indexed first)."""
+        index = self._index.read()
+        if index is None:
+            if not storage.list_files(self.parquet_dir, (".parquet",)):
+                return EMPTY_INDEX  # nothing written yet: a reader writes nothing
+            log.info("indexing feature folder %s (written before the index)", self.folder)
+            compact(self.folder, rescan=True)
+            index = self._index.read()
+        self._index_ready = True
+        return index if index is not None else EMPTY_INDEX
 
-    def tfrecord_parts(self) -> list[str]:
-        """TFRecord parts whose Parquet twin exists (committed parts only)."""
-        committed = {_part_name(p) for p in self.parquet_parts()}
-        parts = storage.list_files(self.tfrecord_dir, (".tfrecord.gz",))
-        orphans = [p for p in parts if _part_name(p) not in committed]
-        if orphans:
-            log.warning("ignoring %d uncommitted TFRecord part(s): %s", len(orphans), orphans[:3])
-        return [p for p in parts if _part_name(p) in committed]
+    def parquet_uri(self, part: str) -> str:
+        return join_uri(self.parquet_dir, f"{part}.parquet")
+
+    def tfrecord_uri(self, part: str) -> str:
+        return join_uri(self.tfrecord_dir, f"{part}.tfrecord.gz")
+
+    def parquet_parts(self) -> list[str]:
+        """Committed parts' Parquet files (sorted)."""
+        return [self.parquet_uri(p) for p in self.index().parts]
+
+    def tfrecord_parts(self, clip_ids: Iterable[str] | None = None) -> list[str]:
+        """TFRecord files of the committed parts (sorted); with ``clip_ids``, only of the parts
+        holding one of them."""
+        index = self.index()
+        parts = index.parts if clip_ids is None else index.parts_holding(clip_ids)
+        return [self.tfrecord_uri(p) for p in parts]
 
     def clips_by_part(self) -> dict[str, frozenset[str]]:
-        """Per committed Parquet part, the ids of the clips it holds (one column per part, read
-        once per store: committed parts are never rewritten)."""
-        parts = self.parquet_parts()
-        for part in parts:
-            if part not in self._part_clips:
-                column = _read_parquet(part, ["clip_id"]).column("clip_id")
-                self._part_clips[part] = frozenset(column.to_pylist())
-        return {part: self._part_clips[part] for part in parts}
+        """Per committed Parquet part, the ids of the clips it holds (from the index)."""
+        return {self.parquet_uri(p): held for p, held in self.index().clips_by_part().items()}
 
     def clip_ids(self) -> set[str]:
-        """Ids of every clip with features in this folder (reads one column)."""
-        return set().union(*self.clips_by_part().values())
+        """Ids of every clip with features in this folder (from the index)."""
+        return self.index().clip_ids()
 
     def read_segments(
         self, clip_ids: Iterable[str] | None = None, streams: Sequence[str] = STREAMS
     ) -> dict[str, list[SegmentFeatures]]:
         """Segments (in order) of ``clip_ids`` (all clips when None), from the Parquet copy.
         Only the parts that hold one of ``clip_ids`` are read."""
+        index = self.index()
         wanted = set(clip_ids) if clip_ids is not None else None
+        part_of = index.part_of
+        parts = index.parts if wanted is None else index.parts_holding(wanted)
         found: dict[str, list[SegmentFeatures]] = {}
-        for part, held in self.clips_by_part().items():
-            if wanted is not None and held.isdisjoint(wanted):
-                continue
-            table = _read_parquet(part, [*_META_COLUMNS, *streams])
+        for part in parts:
+            table = _read_parquet(self.parquet_uri(part), [*_META_COLUMNS, *streams])
             ids = table.column("clip_id").to_pylist()
-            keep = [i for i, c in enumerate(ids) if wanted is None or c in wanted]
-            table = table.take(pa.array(keep))
+            keep = [
+                i
+                for i, c in enumerate(ids)
+                if part_of.get(c) == part and (wanted is None or c in wanted)
+            ]
+            table = table.take(pa.array(keep, pa.int64()))
             meta = table.select(_META_COLUMNS).to_pylist()
             arrays = {s: sequences_to_numpy(table.column(s)) for s in streams}
-            part_rows: dict[str, list[SegmentFeatures]] = {}
             for i, row in enumerate(meta):
-                part_rows.setdefault(row["clip_id"], []).append(
+                found.setdefault(row["clip_id"], []).append(
                     SegmentFeatures(**row, streams={s: arrays[s][i] for s in streams})
                 )
-            for clip_id, rows in part_rows.items():
-                found.setdefault(clip_id, sorted(rows, key=lambda r: r.segment_index))
-        return found
+        return {c: sorted(rows, key=lambda r: r.segment_index) for c, rows in found.items()}
 
-    def segment_frames(self) -> dict[str, list[dict[str, int]]]:
-        """Per clip, per segment (in order): frames of each stream, e.g.
-        ``{"video": 16, "audio": 0}``. Reads only the small columns."""
-        index: dict[str, list[tuple[int, dict[str, int]]]] = {}
-        for part in self.parquet_parts():
-            table = _read_parquet(
-                part, ["clip_id", "segment_index", "video_frames", "audio_frames"]
-            )
-            for row in table.to_pylist():
-                frames = {s: int(row[f"{s}_frames"]) for s in STREAMS}
-                index.setdefault(row["clip_id"], []).append((row["segment_index"], frames))
-        return {c: [f for _, f in sorted(rows, key=lambda r: r[0])] for c, rows in index.items()}
+    def segment_frames(
+        self, clip_ids: Iterable[str] | None = None
+    ) -> dict[str, list[dict[str, int]]]:
+        """Per clip (of ``clip_ids``; every clip when None), per segment (in order): frames of
+        each stream, e.g. ``{"video": 16, "audio": 0}``. From the index; no part is opened."""
+        return self.index().segment_frames(clip_ids)
 
     def iter_stream_frames(
         self, clip_ids: Iterable[str], stream: str
     ) -> Iterator[npt.NDArray[np.float32]]:
-        """Frame matrices ``(frames, 512)`` of one stream of the given clips, part by part."""
+        """Frame matrices ``(frames, 512)`` of one stream of the given clips, part by part
+        (only the parts holding them are opened)."""
+        index = self.index()
         wanted = set(clip_ids)
-        for part in self.parquet_parts():
-            table = _read_parquet(part, ["clip_id", stream])
-            mask = [c in wanted for c in table.column("clip_id").to_pylist()]
-            if any(mask):
-                chosen = sequences_to_numpy(table.filter(pa.array(mask)).column(stream))
-                if chosen:
-                    yield np.concatenate(chosen)
+        part_of = index.part_of
+        for part in index.parts_holding(wanted):
+            table = _read_parquet(self.parquet_uri(part), ["clip_id", stream])
+            mask = [
+                c in wanted and part_of.get(c) == part for c in table.column("clip_id").to_pylist()
+            ]
+            chosen = sequences_to_numpy(table.filter(pa.array(mask, pa.bool_())).column(stream))
+            if chosen:
+                yield np.concatenate(chosen)
 
     def verify(self) -> dict[str, Any]:
-        """Check that the Parquet and TFRecord copies of every part hold the same numbers.
+        """Check that the index, the Parquet and the TFRecord copies of every part agree.
 
         Returns ``{"parts", "segments", "problems"}``; ``problems`` lists every difference
-        (a missing twin, a segment in one copy only, or features that differ).
+        (a part missing from the index, index rows that differ from the part's, a missing twin,
+        a segment in one copy only, or features that differ).
         """
         from pipeline.tfenv import enable_object_store_filesystems, tf
 
         if storage.is_remote(self.folder):
             enable_object_store_filesystems()
-        problems: list[str] = []
+        index = self.index()
+        problems = [
+            f"{name}: committed but not in the index; run `stpipe features compact --rescan`"
+            for name in unindexed_parts(self.folder, index)
+        ]
         segments = 0
-        for parquet in self.parquet_parts():
-            name = _part_name(parquet)
-            twin = join_uri(self.tfrecord_dir, f"{name}.tfrecord.gz")
+        for name in index.parts:
+            twin = self.tfrecord_uri(name)
+            if not storage.exists(self.parquet_uri(name)):
+                problems.append(f"{name}: in the index but its Parquet file is missing")
+                continue
             if not storage.exists(twin):
                 problems.append(f"{name}: TFRecord twin missing")
                 continue
-            table = _read_parquet(parquet, ["clip_id", "segment_index", *STREAMS])
+            table = _read_parquet(self.parquet_uri(name), [*_INDEXED_COLUMNS, *STREAMS])
+            problems.extend(_index_problems(name, index, table))
             keys = list(
                 zip(
                     table.column("clip_id").to_pylist(),
@@ -334,28 +405,20 @@ class FeatureStore:
                 f"{name}: {key} only in the Parquet copy" for key in parquet_rows.keys() - seen
             )
             segments += len(parquet_rows)
-        return {"parts": len(self.parquet_parts()), "segments": segments, "problems": problems}
+        return {"parts": len(index.parts), "segments": segments, "problems": problems}
 
     def stats(self) -> dict[str, Any]:
-        """Clips, segments, frames per stream and bytes on disk in this folder."""
-        clips: set[str] = set()
-        segments = 0
-        frames = dict.fromkeys(STREAMS, 0)
-        for part in self.parquet_parts():
-            table = _read_parquet(part, ["clip_id", "video_frames", "audio_frames"])
-            clips.update(table.column("clip_id").to_pylist())
-            segments += table.num_rows
-            for stream in STREAMS:
-                frames[stream] += int(table.column(f"{stream}_frames").to_numpy().sum())
-        size = sum(storage.file_stat(p)[0] for p in storage.list_files(self.folder))
+        """Clips, segments, frames per stream and bytes of the committed parts (from the index;
+        no part is opened)."""
+        totals = self.index().totals()
         return {
             "settings_hash": self.settings_hash,
-            "clips": len(clips),
-            "segments": segments,
-            "frames": sum(frames.values()),
-            "video_frames": frames["video"],
-            "audio_frames": frames["audio"],
-            "bytes": size,
+            "clips": totals["clips"],
+            "segments": totals["segments"],
+            "frames": sum(totals[f"{s}_frames"] for s in STREAMS),
+            "video_frames": totals["video_frames"],
+            "audio_frames": totals["audio_frames"],
+            "bytes": totals["bytes"],
         }
 
 
@@ -457,6 +520,23 @@ def sequences_to_numpy(column: pa.ChunkedArray | pa.Array) -> list[npt.NDArray[n
     return out
 
 
+_INDEXED_COLUMNS = ["clip_id", "segment_index", "n_segments", "modality", *FRAME_COLUMNS]
+
+
+def _index_problems(name: str, index: FeatureIndex, table: pa.Table) -> list[str]:
+    """Differences between a part's rows and what the index says of them."""
+    listed = index.table.filter(pc.equal(index.table.column("part"), name))
+    key = [("clip_id", "ascending"), ("segment_index", "ascending")]
+    ours = listed.select(_INDEXED_COLUMNS).sort_by(key).to_pylist()
+    theirs = table.select(_INDEXED_COLUMNS).sort_by(key).to_pylist()
+    if ours == theirs:
+        return []
+    return [
+        f"{name}: the index says {len(ours)} segments, the part holds {len(theirs)} (or their "
+        "frames differ); run `stpipe features compact --rescan`"
+    ]
+
+
 def _read_parquet(uri: str, columns: list[str]) -> pa.Table:
     try:
         if storage.is_remote(uri):
@@ -465,10 +545,6 @@ def _read_parquet(uri: str, columns: list[str]) -> pa.Table:
         return pq.read_table(uri, columns=columns)
     except (OSError, pa.ArrowInvalid) as exc:
         raise StoreError(f"cannot read feature part {uri}: {exc}") from exc
-
-
-def _part_name(uri: str) -> str:
-    return uri.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 def list_settings_folders(root: str) -> list[str]:
