@@ -1,6 +1,7 @@
-"""What the DAGs share: assets that chain them, default task arguments, start date, and
-the alert notifiers (task and DAG failure callbacks), configured by the ``PIPELINE_ALERT_*``
-variables (see pipeline/monitoring/alerts.py) and attached only when one is set.
+"""What the DAGs share: assets that chain them, default task arguments, start date, the
+alert notifiers (task and DAG failure callbacks), configured by the ``PIPELINE_ALERT_*``
+variables (see pipeline/monitoring/alerts.py) and attached only when one is set, and
+:func:`task_settings`, the settings every task runs with.
 
 Not a DAG file (listed in .airflowignore). Imports nothing heavy.
 """
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
+from airflow.sdk.configuration import conf
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
@@ -20,6 +22,8 @@ from pipeline.monitoring.notifiers import deadline_missed, notifiers
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from pipeline.config import Settings
 
 #: Emitted by media_ingest when it has run; schedules feature_extraction.
 MEDIA_FILES = Asset(name="stpipe_media_files", uri="stpipe://warehouse/media_files", group="stpipe")
@@ -57,11 +61,54 @@ SCORING_DEADLINE = (
     else None
 )
 
+#: The first retry's delay when the deployment leaves Airflow's [core] default_task_retry_delay
+#: at Airflow's own default (300 s).
+FIRST_RETRY_DELAY = timedelta(minutes=2)
+
+
+def first_retry_delay() -> timedelta:
+    """``[core] default_task_retry_delay`` (``AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY``, seconds)
+    when the deployment sets it, else :data:`FIRST_RETRY_DELAY`.
+
+    Airflow's parser gives its default for an option nobody set, so "set" means "not Airflow's
+    default": a deployment that wants exactly 300 s sets 301.
+    """
+    seconds = conf.getint("core", "default_task_retry_delay")
+    if str(seconds) == str(conf.get_default_value("core", "default_task_retry_delay")):
+        return FIRST_RETRY_DELAY
+    return timedelta(seconds=seconds)
+
+
+def task_settings() -> Settings:
+    """The settings a task runs with: the environment's (``PIPELINE_*``), with the warehouse taken
+    from the Airflow connection ``stpipe_warehouse`` when it exists (an ``AIRFLOW_CONN_*``
+    variable, a secrets backend or the metadata DB), else from ``PIPELINE_WAREHOUSE_URL``.
+
+    Call it inside a task: it looks the connection up through the Task SDK.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from pipeline.config import load_settings
+    from pipeline.warehouse.airflow_connection import (
+        WAREHOUSE_CONN_ID,
+        warehouse_url_from_connection,
+    )
+
+    try:
+        connection = Connection.get(WAREHOUSE_CONN_ID)
+    except AirflowNotFoundException:
+        return load_settings()
+    return load_settings(warehouse_url=warehouse_url_from_connection(connection))
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "stpipe",
     "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
+    # Retry n waits between 1 and 2 x retry_delay x 2**(n-1), up to max_retry_delay. A
+    # multiplier in Airflow 3: True would be 1, a constant delay.
+    "retry_delay": first_retry_delay(),
+    "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=2),
 }

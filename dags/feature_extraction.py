@@ -14,7 +14,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import CNN_POOL, DEFAULT_ARGS, FEATURES, MEDIA_FILES, ON_FAILURE_CALLBACK, START_DATE
+from _shared import (
+    CNN_POOL,
+    DEFAULT_ARGS,
+    FEATURES,
+    MEDIA_FILES,
+    ON_FAILURE_CALLBACK,
+    START_DATE,
+    task_settings,
+)
 from airflow.sdk import dag, task
 
 
@@ -32,19 +40,17 @@ from airflow.sdk import dag, task
 def feature_extraction() -> None:
     @task(execution_timeout=timedelta(minutes=10))
     def plan_extraction() -> list[dict[str, int]]:
-        from pipeline.config import load_settings
         from pipeline.stages import plan_extraction
 
-        return plan_extraction(load_settings())
+        return plan_extraction(task_settings())
 
     @task(pool=CNN_POOL, execution_timeout=timedelta(hours=6))
     def extract_features(shard: dict[str, int]) -> dict[str, Any]:
-        from pipeline.config import load_settings
         from pipeline.progress import LogProgress
         from pipeline.stages import run_extract
 
         summary = run_extract(
-            load_settings(), shard=shard["shard"], shards=shard["shards"], progress=LogProgress()
+            task_settings(), shard=shard["shard"], shards=shard["shards"], progress=LogProgress()
         )
         result = summary.as_dict()
         result["parts"] = len(summary.parts)  # XCom: counts, not lists

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEEDBACK, ON_FAILURE_CALLBACK, START_DATE
+from _shared import DEFAULT_ARGS, FEEDBACK, ON_FAILURE_CALLBACK, START_DATE, task_settings
 from airflow.sdk import dag, task
 
 
@@ -35,10 +35,9 @@ def feedback_watch() -> None:
     def check_feedback() -> bool:
         import logging
 
-        from pipeline.config import load_settings
         from pipeline.stages import run_feedback_check
 
-        check = run_feedback_check(load_settings())
+        check = run_feedback_check(task_settings())
         logging.getLogger(__name__).info("feedback since the newest model: %s", check)
         return bool(check["retrain"])
 

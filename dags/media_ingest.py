@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, MEDIA_FILES, ON_FAILURE_CALLBACK, START_DATE
+from _shared import DEFAULT_ARGS, MEDIA_FILES, ON_FAILURE_CALLBACK, START_DATE, task_settings
 from airflow.sdk import dag, task
 
 
@@ -30,11 +30,10 @@ from airflow.sdk import dag, task
 def media_ingest() -> None:
     @task(outlets=[MEDIA_FILES], execution_timeout=timedelta(hours=1))
     def ingest_media() -> dict[str, Any]:
-        from pipeline.config import load_settings
         from pipeline.progress import LogProgress
         from pipeline.stages import run_ingest
 
-        return run_ingest(load_settings(), progress=LogProgress()).as_dict()
+        return run_ingest(task_settings(), progress=LogProgress()).as_dict()
 
     ingest_media()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from _shared import DEFAULT_ARGS, FEEDBACK, MODELS, ON_FAILURE_CALLBACK, START_DATE
+from _shared import DEFAULT_ARGS, FEEDBACK, MODELS, ON_FAILURE_CALLBACK, START_DATE, task_settings
 from airflow.sdk import Param, dag, task
 
 from pipeline.training.params import param_schema
@@ -60,12 +60,11 @@ TRAINING_PARAMS = ("epochs", "batch_size", "learning_rate", "patience", "streams
 def model_training() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def validate_training_data(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from pipeline.config import load_settings
         from pipeline.stages import run_validate
         from pipeline.training.params import TrainParams
 
         assert params is not None  # injected by Airflow
-        settings = load_settings()
+        settings = task_settings()
         chosen = TrainParams(
             streams=str(params["streams"]),
             end_to_end=bool(params["end_to_end"]),
@@ -78,7 +77,6 @@ def model_training() -> None:
     def plan_candidates(
         report: dict[str, Any], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        from pipeline.config import load_settings
         from pipeline.training.tuning import candidate_grid
 
         assert params is not None
@@ -89,17 +87,16 @@ def model_training() -> None:
             "patience": int(params["patience"]),
             "streams": str(params["streams"]),
             "end_to_end": bool(params["end_to_end"]),
-            "seed": load_settings().seed,
+            "seed": task_settings().seed,
         }
         return candidate_grid(base, dict(params["grid"] or {}))
 
     @task(execution_timeout=timedelta(hours=4), max_active_tis_per_dagrun=2)
     def train_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
-        from pipeline.config import load_settings
         from pipeline.stages import run_train
         from pipeline.training.params import TrainParams
 
-        result = run_train(load_settings(), TrainParams(**candidate), promote=False)
+        result = run_train(task_settings(), TrainParams(**candidate), promote=False)
         return {**result.as_dict(), "candidate": candidate}
 
     @task(execution_timeout=timedelta(minutes=5))
@@ -113,22 +110,20 @@ def model_training() -> None:
     def promotion_gate(best: dict[str, Any], params: dict[str, Any] | None = None) -> str:
         import logging
 
-        from pipeline.config import load_settings
         from pipeline.stages import run_gate
 
         assert params is not None
         if params["promote"] != "gate":
             return "promote_model" if params["promote"] == "yes" else "keep_production"
-        decision = run_gate(load_settings(), best["model_version"])
+        decision = run_gate(task_settings(), best["model_version"])
         logging.getLogger(__name__).info("promotion gate: %s", decision.reason)
         return "promote_model" if decision.promote else "keep_production"
 
     @task(outlets=[MODELS], execution_timeout=timedelta(minutes=5))
     def promote_model(best: dict[str, Any]) -> str:
-        from pipeline.config import load_settings
         from pipeline.stages import run_promote
 
-        run_promote(load_settings(), best["model_version"])
+        run_promote(task_settings(), best["model_version"])
         return str(best["model_version"])
 
     @task(execution_timeout=timedelta(minutes=5))

@@ -24,6 +24,7 @@ from _shared import (
     PREDICTIONS,
     SCORING_DEADLINE,
     START_DATE,
+    task_settings,
 )
 from airflow.sdk import (
     AssetOrTimeSchedule,
@@ -54,7 +55,6 @@ def nightly_scoring() -> None:
     def score_new_clips() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.config import load_settings
         from pipeline.errors import NoProductionModelError
         from pipeline.progress import LogProgress
         from pipeline.stages import run_score
@@ -65,7 +65,7 @@ def nightly_scoring() -> None:
         logical_date = context.get("logical_date") or dag_run.run_after
         try:
             summary = run_score(
-                load_settings(),
+                task_settings(),
                 run_id=dag_run.run_id,
                 logical_date=logical_date,
                 progress=LogProgress(),
@@ -77,17 +77,15 @@ def nightly_scoring() -> None:
     # Also after a skipped scoring (no model yet): the report still shows quarantine and runs.
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(minutes=30))
     def write_daily_report() -> str:
-        from pipeline.config import load_settings
         from pipeline.stages import run_report
 
         context = get_current_context()
         logical_date = context.get("logical_date") or context["dag_run"].run_after
-        return run_report(load_settings(), date=logical_date.date())
+        return run_report(task_settings(), date=logical_date.date())
 
     # After a skipped scoring too: quarantines are checked whether or not a model scored.
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(minutes=10))
     def check_health() -> dict[str, Any]:
-        from pipeline.config import load_settings
         from pipeline.monitoring.notifiers import notifiers
         from pipeline.stages import run_health_check
 
@@ -95,7 +93,7 @@ def nightly_scoring() -> None:
         dag_run = context["dag_run"]
         logical_date = context.get("logical_date") or dag_run.run_after
         report = run_health_check(
-            load_settings(),
+            task_settings(),
             logical_date.date(),
             senders=notifiers(ALERT_ROUTES),
             dag_id=dag_run.dag_id,
