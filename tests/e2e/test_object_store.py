@@ -1,22 +1,33 @@
 """The whole CLI flow with the data root in an S3 bucket (a local moto S3 server): media,
 features (Parquet through fsspec, TFRecords read through tensorflow-io's s3 file system) and
 models live in the bucket; the warehouse stays in SQLite. Every command must exit 0 (the
-tensorflow-io exit abort is contained)."""
+tensorflow-io exit abort is contained). A training killed midway resumes from its checkpoints
+in the bucket when started again on a fresh machine."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pipeline.config import Settings
+from pipeline.features.store import FeatureStore
+from pipeline.warehouse.database import Warehouse
+from tests.feature_factory import temporal_corpus
 from tests.media_factory import colour_video, tone_file
+from tests.processes import stpipe_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -115,3 +126,124 @@ def test_pipeline_runs_with_its_data_in_s3(tmp_path: Path, s3_endpoint: dict[str
             r["media_uri"].startswith(f"s3://{bucket}/")
             for r in wh.query("SELECT media_uri FROM media_files")
         )
+
+
+def _train_in(
+    settings: Settings, s3_env: dict[str, str], workdir: Path, *args: str
+) -> subprocess.Popen[str]:
+    """``stpipe train`` started from its own working directory and local temporary folder, as
+    a retried task on another Celery worker would start."""
+    workdir.mkdir(parents=True)
+    (workdir / "tmp").mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", *args],
+        env={**stpipe_env(settings), **s3_env, "TMPDIR": str(workdir / "tmp")},
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _keras_weights(fs: Any, uri: str) -> dict[str, Any]:
+    """Every weight array of a ``.keras`` file in the bucket, by its HDF5 path (read with h5py:
+    the test process never loads TensorFlow before its last subprocess)."""
+    import h5py
+
+    arrays: dict[str, Any] = {}
+
+    def keep(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            arrays[name] = item[()]
+
+    with (
+        zipfile.ZipFile(io.BytesIO(fs.cat(uri))) as archive,
+        h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights,
+    ):
+        weights.visititems(keep)
+    return arrays
+
+
+@pytest.mark.timeout(900)  # three trainings: 7.5 minutes on 2 busy cores
+def test_training_killed_midway_resumes_from_its_checkpoints_in_s3_on_a_fresh_machine(
+    tmp_path: Path,
+    make_settings: Any,
+    s3_endpoint: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+    import s3fs
+
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
+    )
+    fs.mkdir(bucket)
+    roots = {}
+    for name in ("interrupted", "reference"):
+        roots[name] = make_settings(
+            data_dir=f"s3://{bucket}/{name}",
+            warehouse_url=f"sqlite:///{tmp_path / f'{name}.db'}",
+        )
+        with Warehouse.connect(roots[name].warehouse) as warehouse:
+            temporal_corpus(warehouse, FeatureStore.from_settings(roots[name]), per_class=40)
+    train = ["--epochs", "6", "--patience", "100", "--batch-size", "4"]
+
+    first = _train_in(roots["interrupted"], s3_endpoint, tmp_path / "worker-a", *train)
+    killed_after = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        states = fs.glob(f"{bucket}/interrupted/models/_runs/*/state.json")
+        if states:
+            fs.invalidate_cache()
+            epoch = json.loads(fs.cat(states[0]))["epoch"]
+            if epoch >= 1:
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+                killed_after = epoch
+                break
+        fs.invalidate_cache()
+        time.sleep(0.2)
+    assert killed_after is not None, "training finished or hung before it could be killed"
+    assert first.returncode == -signal.SIGKILL
+    run_keys = fs.find(f"{bucket}/interrupted/models/_runs")
+    assert any(k.endswith(".keras") for k in run_keys)  # the checkpoint is in the bucket
+    assert not any(".tmp-" in k for k in run_keys)
+
+    resumed_output = _finish(
+        _train_in(roots["interrupted"], s3_endpoint, tmp_path / "worker-b", *train)
+    )
+    _finish(_train_in(roots["reference"], s3_endpoint, tmp_path / "worker-c", *train))
+
+    resumed = json.loads(fs.cat(f"{bucket}/interrupted/models/v0001/metadata.json"))
+    uninterrupted = json.loads(fs.cat(f"{bucket}/reference/models/v0001/metadata.json"))
+    assert "resuming" in resumed_output
+    assert resumed["resumed_from_epoch"] == killed_after + 1  # no finished epoch was redone
+    assert uninterrupted["resumed_from_epoch"] is None
+    assert resumed["fingerprint"] == uninterrupted["fingerprint"]
+    assert resumed["epochs_run"] == uninterrupted["epochs_run"] == 6
+    # Each epoch's order is seeded by its number and the optimiser state is checkpointed, so
+    # the resumed run repeats the uninterrupted one (op determinism on; float32 on one CPU).
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(
+            resumed["history"][key], uninterrupted["history"][key], atol=1e-5
+        )
+    assert resumed["metrics"]["accuracy"] == uninterrupted["metrics"]["accuracy"]
+    ours = _keras_weights(fs, f"{bucket}/interrupted/models/v0001/model.keras")
+    theirs = _keras_weights(fs, f"{bucket}/reference/models/v0001/model.keras")
+    assert ours.keys() == theirs.keys() and ours
+    for name, array in ours.items():
+        np.testing.assert_allclose(array, theirs[name], atol=1e-5, err_msg=name)
+    # The finished run's checkpoints are gone; its TensorBoard logs stay beside them.
+    left = fs.find(f"{bucket}/interrupted/models/_runs")
+    assert not any(k.endswith((".keras", ".h5")) for k in left)
+    assert any("/tensorboard/" in k for k in left)
+    assert resumed["tensorboard"].startswith(f"s3://{bucket}/interrupted/models/_runs/")
+
+
+def _finish(process: subprocess.Popen[str]) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    return output
