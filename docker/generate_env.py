@@ -1,31 +1,44 @@
-"""Write the ``docker/.env`` that ``docker/docker-compose.yml`` needs, with fresh random secrets.
+"""Write what ``docker/docker-compose.yml`` needs: ``docker/.env`` (settings, no secret) and
+``docker/secrets/`` (one file per secret, mounted by Compose under ``/run/secrets/``).
 
-    python3 docker/generate_env.py --output docker/.env   # refuses to overwrite; mode 0600
-    python3 docker/generate_env.py > docker/.env          # the same on stdout
+    python3 docker/generate_env.py                 # docker/secrets/ then docker/.env, once
+    python3 docker/generate_env.py --directory D   # D/secrets/ and D/.env instead
     python3 docker/generate_env.py --example > docker/.env.example   # the committed template
 
-Standard library only, so it runs before anything is installed. The variables are declared once
-here (``VARIABLES``); ``docker/.env.example`` is this script's ``--example`` output.
+Standard library only, so it runs before anything is installed. Nothing is ever overwritten:
+the Fernet key encrypts what Airflow has stored, and PostgreSQL keeps the password it was first
+given. ``docker/.env`` is written last, so Compose (which needs it) never starts with half the
+secrets. Settings are declared once here (``VARIABLES``), secrets too (``SECRETS``);
+tests/unit/test_deployment.py checks the Compose file uses exactly these.
+
+The secrets folder is mode 0700, so other users of this host cannot read it; its files are mode
+0644 because Compose mounts them as they are, and the containers read them as other users
+(AIRFLOW_UID, and PostgreSQL's own user).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 #: User names SimpleAuthManager can hold (':' and ',' separate users and roles in its list).
 ADMIN_USER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]+")
+#: The image's user; also what a root user of this host should run the deployment as.
+DEFAULT_AIRFLOW_UID = 50000
 
 
 def random_password() -> str:
-    """32 characters of ``[A-Za-z0-9_-]`` (192 bits): safe unescaped in URLs and .env files."""
+    """32 characters of ``[A-Za-z0-9_-]`` (192 bits): safe unescaped in URLs."""
     return secrets.token_urlsafe(24)
 
 
@@ -34,15 +47,22 @@ def random_fernet_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+def host_uid() -> int:
+    """The uid the containers run as: this user's, so the ./data it owns stays writable; 50000
+    (the image's user) for root, as containers should not run as root."""
+    uid = os.getuid()
+    return uid if uid != 0 else DEFAULT_AIRFLOW_UID
+
+
 @dataclass(frozen=True)
 class Variable:
-    """One line of docker/.env: its comment, its value in the template (empty for a secret, so
-    a copied template stops `docker compose`), and how a real value is made."""
+    """One line of docker/.env: its comment, its value in the template, and how the real value
+    is made. None of them is a secret (those are in ``SECRETS``)."""
 
     name: str
     comment: str
     generate: Callable[[], str]
-    example: str = ""
+    example: str
 
 
 def _fixed(value: str) -> Callable[[], str]:
@@ -51,12 +71,19 @@ def _fixed(value: str) -> Callable[[], str]:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable(
+        "AIRFLOW_UID",
+        "The user every Airflow container runs as (group 0), and who owns ./data: your uid\n"
+        "(`id -u`), or 50000 (the image's user) if you are root.",
+        lambda: str(host_uid()),
+        str(DEFAULT_AIRFLOW_UID),
+    ),
+    Variable(
         "AIRFLOW_ADMIN_USER",
-        "Airflow UI/API login with the admin role (letters, digits, _ . @ -).",
+        "Airflow UI/API login with the admin role (letters, digits, _ . @ -); its password is\n"
+        "secrets/airflow_admin_password.",
         _fixed("admin"),
         "admin",
     ),
-    Variable("AIRFLOW_ADMIN_PASSWORD", "Its password.", random_password),
     Variable(
         "AIRFLOW_BIND_ADDRESS",
         "Host address the API server (port 8080) is published on: 127.0.0.1 = this host only;\n"
@@ -65,57 +92,133 @@ VARIABLES: tuple[Variable, ...] = (
         "127.0.0.1",
     ),
     Variable(
-        "AIRFLOW_JWT_SECRET",
-        "Signs Airflow's API and task tokens ([api_auth] jwt_secret), shared by all components.",
-        random_password,
+        "STPIPE_WORKER_CONCURRENCY",
+        "Tasks each Celery worker runs at once ([celery] worker_concurrency).",
+        _fixed("2"),
+        "2",
     ),
     Variable(
-        "AIRFLOW_API_SECRET_KEY",
-        "Signs the API server's session cookies ([api] secret_key).",
-        random_password,
+        "STPIPE_CNN_POOL_SLOTS",
+        "Slots of the Airflow pool cnn (VGG-16 tasks at once): workers x STPIPE_WORKER_CONCURRENCY.\n"
+        "After `up --scale airflow-worker=N`, set it to N x concurrency and re-run\n"
+        "`docker compose ... up airflow-init` (or `airflow pools set cnn SLOTS ...`).",
+        _fixed("2"),
+        "2",
     ),
-    Variable(
-        "AIRFLOW_FERNET_KEY",
-        "Encrypts connection passwords and variables in Airflow's metadata DB\n"
-        "([core] fernet_key): URL-safe base64 of 32 bytes. Keep it: with a new key the stored\n"
-        "secrets are unreadable.",
-        random_fernet_key,
+)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """One file of docker/secrets/: what it holds and how it is made from the other secrets'
+    random values (``base``: name -> value)."""
+
+    name: str
+    comment: str
+    make: Callable[[Mapping[str, str]], str]
+
+
+def _base(name: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda base: base[name]
+
+
+def _postgres_url(driver: str, database: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda base: (
+        f"postgresql+{driver}://airflow:{base['postgres_password']}@postgres:5432/{database}"
+    )
+
+
+def _connections(base: Mapping[str, str]) -> str:
+    warehouse = {
+        "conn_type": "postgres",
+        "host": "postgres",
+        "port": 5432,
+        "schema": "warehouse",
+        "login": "stpipe_writer",
+        "password": base["warehouse_writer_password"],
+    }
+    return json.dumps({"stpipe_warehouse": warehouse}, indent=2)
+
+
+#: Random values the secrets are made of: name -> generator.
+BASE_VALUES: dict[str, Callable[[], str]] = {
+    "postgres_password": random_password,
+    "airflow_admin_password": random_password,
+    "airflow_jwt_secret": random_password,
+    "airflow_api_secret_key": random_password,
+    "airflow_fernet_key": random_fernet_key,
+    "warehouse_writer_password": random_password,
+    "warehouse_analyst_password": random_password,
+}
+
+SECRETS: tuple[Secret, ...] = (
+    Secret(
+        "postgres_password",
+        "PostgreSQL superuser airflow (read when the postgres-data volume is created)",
+        _base("postgres_password"),
     ),
-    Variable(
-        "POSTGRES_PASSWORD",
-        "PostgreSQL superuser `airflow` (Airflow's metadata DB; creates the warehouse roles).\n"
-        "Read when the postgres-data volume is created; later, change it with ALTER ROLE too.",
-        random_password,
+    Secret(
+        "airflow_db_url",
+        "Airflow's metadata DB as airflow ([database] sql_alchemy_conn)",
+        _postgres_url("psycopg2", "airflow"),
     ),
-    Variable(
-        "PIPELINE_WAREHOUSE_WRITER_PASSWORD",
-        "Warehouse role stpipe_writer: what the pipeline connects as (owns the tables).",
-        random_password,
+    Secret(
+        "airflow_fernet_key",
+        "encrypts connections and variables in the metadata DB ([core] fernet_key)",
+        _base("airflow_fernet_key"),
     ),
-    Variable(
-        "PIPELINE_WAREHOUSE_ANALYST_PASSWORD",
-        "Warehouse role stpipe_analyst: read-only (SELECT on every table and view) for analysts.",
-        random_password,
+    Secret(
+        "airflow_jwt_secret",
+        "signs API and task tokens ([api_auth] jwt_secret)",
+        _base("airflow_jwt_secret"),
+    ),
+    Secret(
+        "airflow_api_secret_key",
+        "signs the API server's session cookies ([api] secret_key)",
+        _base("airflow_api_secret_key"),
+    ),
+    Secret(
+        "airflow_admin_password",
+        "AIRFLOW_ADMIN_USER's password (airflow-init writes it where the API server reads it)",
+        _base("airflow_admin_password"),
+    ),
+    Secret(
+        "warehouse_admin_url",
+        "the warehouse as the superuser airflow (airflow-init: stpipe warehouse roles)",
+        _postgres_url("psycopg", "warehouse"),
+    ),
+    Secret(
+        "warehouse_writer_password",
+        "warehouse role stpipe_writer (what the pipeline connects as; owns the tables)",
+        _base("warehouse_writer_password"),
+    ),
+    Secret(
+        "warehouse_analyst_password",
+        "warehouse role stpipe_analyst (read-only, for analysts)",
+        _base("warehouse_analyst_password"),
+    ),
+    Secret(
+        "airflow_connections",
+        "Airflow connections of the workers' secrets backend: stpipe_warehouse as stpipe_writer",
+        _connections,
     ),
 )
 
 _HEADER = """\
-# docker/.env: settings and secrets of docker/docker-compose.yml, written by
-#   python3 docker/generate_env.py --output docker/.env
-# It is git-ignored; keep it readable only by you (mode 0600). Write values without quotes;
-# passwords go into database URLs, so keep to letters, digits, - and _.
+# docker/.env: the settings of docker/docker-compose.yml, written by
+#   python3 docker/generate_env.py
+# Secrets are not here but in docker/secrets/ (git-ignored, written by the same command).
 """
 
 _EXAMPLE_HEADER = """\
-# Template of docker/.env (the settings and secrets of docker/docker-compose.yml). Do not fill
-# it in by hand: generate the real file with random secrets,
-#   python3 docker/generate_env.py --output docker/.env
-# Empty secrets here stop `docker compose` with a message, so a copy of this file cannot run.
+# Template of docker/.env (the settings of docker/docker-compose.yml). Do not copy it: generate
+# docker/.env and the secrets in docker/secrets/ with
+#   python3 docker/generate_env.py
 """
 
 
 def render_env(admin_user: str = "admin", *, example: bool = False) -> str:
-    """The text of a docker/.env: fresh random secrets, or the template with ``example``."""
+    """The text of a docker/.env, or of its template with ``example``."""
     if not ADMIN_USER_PATTERN.fullmatch(admin_user):
         raise ValueError(f"admin user {admin_user!r} may hold only letters, digits and _ . @ -")
     lines = [_EXAMPLE_HEADER if example else _HEADER]
@@ -131,14 +234,44 @@ def render_env(admin_user: str = "admin", *, example: bool = False) -> str:
     return "\n".join(lines)
 
 
-def write_new_file(path: str, text: str) -> None:
+def render_secrets() -> dict[str, str]:
+    """File name -> content of every secret, from fresh random values. No trailing newline:
+    Airflow's ``*_CMD`` options (``cat /run/secrets/...``) take a command's output as it is."""
+    base = {name: generate() for name, generate in BASE_VALUES.items()}
+    return {secret.name: secret.make(base) for secret in SECRETS}
+
+
+def write_secrets(directory: Path, contents: Mapping[str, str]) -> None:
+    """Create ``directory`` (mode 0700) holding ``contents`` (mode 0644 files), all at once: the
+    files are written into a temporary folder beside it, which is then renamed.
+
+    Raises:
+        FileExistsError: ``directory`` exists.
+    """
+    if directory.exists():
+        raise FileExistsError(directory)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".secrets-"))  # mode 0700
+    try:
+        for name, text in contents.items():
+            path = tmp / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.chmod(path, 0o644)  # whatever the umask
+        os.rename(tmp, directory)  # fails if directory appeared meanwhile and is not empty
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_new_file(path: Path, text: str) -> None:
     """Create ``path`` holding ``text`` with mode 0600, all at once; an existing file is never
-    replaced (it holds the keys that encrypt data already stored).
+    replaced.
 
     Raises:
         FileExistsError: ``path`` exists.
     """
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".env-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".env-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
             out.write(text)
@@ -149,28 +282,39 @@ def write_new_file(path: str, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", help="write this file (mode 0600; refuses to overwrite)")
+    parser.add_argument(
+        "--directory",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="write DIRECTORY/.env and DIRECTORY/secrets/ (default: docker/)",
+    )
     parser.add_argument("--admin-user", default="admin", help="Airflow admin login (admin)")
     parser.add_argument(
-        "--example", action="store_true", help="the template with empty secrets instead"
+        "--example", action="store_true", help="print the template of docker/.env instead"
     )
     args = parser.parse_args(argv)
     try:
-        text = render_env(args.admin_user, example=args.example)
+        env_text = render_env(args.admin_user, example=args.example)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.output is None:
-        sys.stdout.write(text)
+    if args.example:
+        sys.stdout.write(env_text)
         return 0
-    try:
-        write_new_file(args.output, text)
-    except FileExistsError:
+    env_file, secrets_dir = args.directory / ".env", args.directory / "secrets"
+    existing = [str(path) for path in (env_file, secrets_dir) if path.exists()]
+    if existing:
         sys.stderr.write(
-            f"{args.output} exists; it holds the keys of data already stored. Remove it first "
-            "if you really want new secrets.\n"
+            f"{' and '.join(existing)} exist(s); they hold the keys of data already stored. "
+            "Remove both first if you really want new secrets.\n"
         )
         return 1
-    sys.stderr.write(f"wrote {args.output} (mode 0600)\n")
+    try:
+        write_secrets(secrets_dir, render_secrets())
+        write_new_file(env_file, env_text)
+    except FileExistsError as exc:
+        sys.stderr.write(f"{exc} appeared while writing; nothing was overwritten.\n")
+        return 1
+    sys.stderr.write(f"wrote {secrets_dir}/ (mode 0700) and {env_file}\n")
     return 0
 
 
