@@ -68,3 +68,34 @@ def test_without_the_connection_tasks_use_pipeline_warehouse_url(
 
     assert registered > 0
     assert _registered_files(ingest_env) == registered
+
+
+def test_tasks_read_the_connection_from_the_workers_secrets_backend(
+    dag_bag: Any, ingest_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the Compose workers are configured: a LocalFilesystemBackend file holding
+    stpipe_warehouse, named by [workers] secrets_backend(_kwargs)."""
+    from airflow.sdk.configuration import clear_secrets_backends_cache
+
+    connection_db = tmp_path / "from-backend.db"
+    connections = tmp_path / "airflow_connections.json"
+    connections.write_text(
+        json.dumps({"stpipe_warehouse": {"conn_type": "sqlite", "host": str(connection_db)}})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW__WORKERS__SECRETS_BACKEND",
+        "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+    )
+    monkeypatch.setenv(
+        "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS",
+        json.dumps({"connections_file_path": str(connections)}),
+    )
+    clear_secrets_backends_cache()
+    try:
+        registered = _ingest(dag_bag)
+    finally:
+        monkeypatch.undo()
+        clear_secrets_backends_cache()  # later tests must not find this backend
+
+    assert _registered_files(f"sqlite:///{connection_db}") == registered
+    assert not Path(ingest_env.removeprefix("sqlite:///")).exists()
