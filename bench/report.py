@@ -329,9 +329,58 @@ def main() -> None:
         ]
     if (r := results.get("warehouse_scale")) is not None:
         lines += warehouse_scale_section(r)
+    if (r := results.get("feature_store_scale")) is not None:
+        lines += feature_store_scale_section(r)
     (DOCS / "benchmarks.md").write_text("\n".join(lines))
     plot(results)
     print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'benchmarks.png'}")
+
+
+def feature_store_scale_section(r: dict[str, Any]) -> list[str]:
+    """Planning, reads and training input at 10,000 to 1,000,000 clips: index vs listing."""
+    m = r["machine"]
+    new = r["new"]
+    lines = [
+        "## Feature store at scale",
+        "",
+        f"`{r['command']}` on {m.get('cpu')} ({m.get('cores')} cores), with other engineers'"
+        " tests on the same cores. Synthetic clips of"
+        f" {r['segments_per_clip']} segment x {r['frames_per_clip']} video frame x 512 float32,"
+        f" {r['clips_per_part']} clips a part, written by `FeatureStore.write_part` and"
+        " compacted once. Each number is a fresh process; MB is its peak RSS. *Planning*: the"
+        f" store's clip ids and the ok clips lacking features ({new} new); *index* reads the"
+        " compacted index, *listing* lists the parts and reads every part's clip-id column"
+        f" (the store before the index). *Read*: the segments of {new} random clips."
+        f" *Training input*: one shuffled epoch over {r['train_fraction']:.0%} of the clips"
+        " through `feature_dataset`, streamed (over the cache budget) or cached in memory"
+        " (what it always did before).",
+        "",
+        f"| clips | parts | plan: index s (MB) | plan: listing s (MB) | listing / index |"
+        f" read {new}: index s | read {new}: listing s | train streamed seg/s (MB) |"
+        " train cached seg/s (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        plan, old = row["plan_index"], row["plan_listing"]
+        streamed, cached = row["train_streamed"], row["train_cached"]
+        lines.append(
+            f"| {row['clips']:,} | {row['parts']:,} | {plan['seconds']:.2f}"
+            f" ({plan['peak_rss_mb']:.0f}) | {old['seconds']:.2f} ({old['peak_rss_mb']:.0f}) |"
+            f" {old['seconds'] / plan['seconds']:.1f}x | {row['read_index']['seconds']:.2f} |"
+            f" {row['read_listing']['seconds']:.2f} | {streamed['segments_per_s']:,.0f}"
+            f" ({streamed['peak_rss_mb']:.0f}) | {cached['segments_per_s']:,.0f}"
+            f" ({cached['peak_rss_mb']:.0f}) |"
+        )
+    scale = r["rows"][-1]["clips"] / r["rows"][0]["clips"]
+    growth = ", ".join(f"{k} x{v:.1f}" for k, v in r["growth"].items())
+    memory = ", ".join(f"{k} x{v:.2f}" for k, v in r["memory_growth"].items())
+    lines += [
+        "",
+        f"{scale:,.0f}x the clips: time {growth}; peak RSS {memory}. Growth no faster than"
+        f" linear: {verdict(r['linear'])}.",
+        "",
+    ]
+    return lines
 
 
 #: A typical analyst query (one clip, the last 7 days) should come back within this, p95.

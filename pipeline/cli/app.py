@@ -275,6 +275,28 @@ def features_verify(
         raise typer.Exit(code=1)
 
 
+@features_app.command("compact")
+def features_compact(
+    settings_hash: Annotated[
+        str | None, typer.Option(help="Folder to compact. Default: the current settings' one.")
+    ] = None,
+    rescan: Annotated[
+        bool,
+        typer.Option(help="Also index committed parts missing from the index (lists the parts)."),
+    ] = False,
+) -> None:
+    """Merge the index entries of parts written since the last compaction into one file (safe
+    while extraction runs; a second run changes nothing)."""
+
+    settings = _settings()
+    store = FeatureStore(settings.features_root, settings_hash or settings.settings_hash)
+    result = store.compact_index(rescan=rescan)
+    _show(
+        f"compact {store.settings_hash}",
+        {"generation": result.generation, "parts": result.parts, "merged": result.merged},
+    )
+
+
 @app.command()
 def train(
     epochs: Annotated[int, typer.Option(help=param_help("epochs"))] = DEFAULTS.epochs,

@@ -3,7 +3,9 @@
 Two sources feed the models:
 
 * cached features (the head): TFRecord ``SequenceExample`` parts of the feature store, one
-  example per clip segment, ``{stream: (frames, 512)}``;
+  example per clip segment, ``{stream: (frames, 512)}``; only the parts holding the split's
+  clips are read (the store's index says which), and the features are kept in memory only
+  when they fit :data:`CACHE_BUDGET_BYTES`, otherwise streamed from the parts every epoch;
 * decoded media (the end-to-end model): images decoded from the stored media files segment by
   segment while training runs (memory holds one segment of one clip), ``{stream: (frames, S, S,
   3) uint8, stream_mask: (frames,) bool}``.
@@ -26,7 +28,8 @@ import numpy.typing as npt
 from pipeline import storage
 from pipeline.errors import MediaError, StoreError
 from pipeline.features.identity import FEATURE_DIM
-from pipeline.features.store import parse_sequence_example
+from pipeline.features.index import frames_bytes
+from pipeline.features.store import FeatureStore, parse_sequence_example
 from pipeline.media.sequences import SequenceSpec, iter_clip_images
 from pipeline.warehouse.database import ClipRecord
 
@@ -46,45 +49,161 @@ class Split:
     examples: int
 
 
+#: Features of a split up to this size (float32, from the index's frame counts) are read once
+#: and kept in memory; a larger split is streamed from its TFRecord parts every epoch.
+CACHE_BUDGET_BYTES = 1 << 30
+#: Segments in the shuffle buffer of a streamed split (about 20 MB at 5 frames a segment).
+STREAM_SHUFFLE_SEGMENTS = 2048
+
+
 def feature_dataset(
-    files: Sequence[str],
+    source: FeatureStore | Sequence[str],
     split: Split,
     streams: Sequence[str],
     n_classes: int,
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
+    cache_budget_bytes: int | None = None,
 ) -> Any:
     """``tf.data`` of ``({stream: (batch, frames, 512)}, one-hot, clip_ids)`` from TFRecords.
 
-    Keeps segments of the split's clips that have frames in ``streams``; the label index is looked
-    up by clip id (so labels can change without re-extracting). Examples are put in (clip id,
-    segment) order before the seeded shuffle, so the batches depend on the data and the seed only,
-    not on how extraction happened to lay the features out in parts.
+    ``source`` is a feature store, or TFRecord parts of one (``store.tfrecord_parts()``); only
+    the parts holding the split's clips are read. Keeps segments of the split's clips that have
+    frames in ``streams``; the label index is looked up by clip id (so labels can change
+    without re-extracting).
+
+    When the split's features fit ``cache_budget_bytes`` (default :data:`CACHE_BUDGET_BYTES`)
+    they are read once and kept in memory, in (clip id, segment) order before the seeded
+    shuffle, so the batches depend on the data and the seed only, not on how extraction
+    happened to lay the features out in parts. A larger split is streamed: each epoch reads
+    the parts (in a seeded order) and shuffles within :data:`STREAM_SHUFFLE_SEGMENTS`
+    segments; the batches are then deterministic for a seed and a part layout, and hold the
+    same examples every epoch.
     """
+    from pipeline.tfenv import enable_object_store_filesystems, tf
+
+    files, store = _split_files(source, split)
+    if any(storage.is_remote(f) for f in files):
+        enable_object_store_filesystems()
+    budget = CACHE_BUDGET_BYTES if cache_budget_bytes is None else cache_budget_bytes
+    usable = _usable_rows(store, split, streams) if store is not None else None
+    size = frames_bytes(usable, streams) if usable is not None else 0
+    if usable is None or size <= budget:
+        examples = _read_examples(files, split, streams)
+        dataset = _cached(examples, streams)
+        buffer = len(examples)
+    else:
+        if usable.num_rows != split.examples:
+            raise StoreError(
+                f"the feature store's index lists {usable.num_rows} usable segments of this "
+                "split where "
+                f"{split.examples} were selected; run `stpipe features verify`"
+            )
+        log.info(
+            "streaming %d segments (%.1f GB of features, over the %.1f GB cache budget) "
+            "from %d parts",
+            split.examples,
+            size / 1e9,
+            budget / 1e9,
+            len(files),
+        )
+        dataset = _streamed(files, split, streams, shuffle_seed)
+        buffer = min(split.examples, STREAM_SHUFFLE_SEGMENTS)
+    dataset = dataset.map(lambda inputs, label, clip: (inputs, tf.one_hot(label, n_classes), clip))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(max(1, buffer), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.padded_batch(
+        batch_size,
+        padded_shapes=({s: [None, FEATURE_DIM] for s in streams}, [n_classes], []),
+        padding_values=({s: 0.0 for s in streams}, 0.0, b""),
+    )
+    batches = -(-split.examples // batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _split_files(
+    source: FeatureStore | Sequence[str], split: Split
+) -> tuple[list[str], FeatureStore | None]:
+    """The TFRecord parts holding the split's clips, and their store (None when ``source`` is
+    files from no one store: then every file is read, as given)."""
+    if isinstance(source, FeatureStore):
+        return source.tfrecord_parts(split.labels), source
+    folders = {f.rsplit("/tfrecords/", 1)[0] for f in source}
+    if len(folders) != 1 or "/" not in next(iter(folders)):
+        return list(source), None
+    root, settings_hash = next(iter(folders)).rsplit("/", 1)
+    store = FeatureStore(root, settings_hash)
+    given = set(source)
+    return [f for f in store.tfrecord_parts(split.labels) if f in given], store
+
+
+def _usable_rows(store: FeatureStore, split: Split, streams: Sequence[str]) -> Any:
+    """Index rows of the split's segments that have frames in ``streams``."""
+    import pyarrow.compute as pc
+
+    rows = store.index().rows(split.labels)
+    has_frames = [pc.greater(rows.column(f"{s}_frames"), 0) for s in streams]
+    mask = has_frames[0]
+    for other in has_frames[1:]:
+        mask = pc.or_(mask, other)
+    return rows.filter(mask)
+
+
+def _cached(
+    examples: list[tuple[dict[str, npt.NDArray[np.float32]], int, bytes]], streams: Sequence[str]
+) -> Any:
     from pipeline.tfenv import tf
 
-    examples = _read_examples(files, split, streams)
     signature = (
         {s: tf.TensorSpec((None, FEATURE_DIM), tf.float32) for s in streams},
         tf.TensorSpec((), tf.int64),
         tf.TensorSpec((), tf.string),
     )
     dataset = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
-    dataset = dataset.map(lambda inputs, label, clip: (inputs, tf.one_hot(label, n_classes), clip))
-    dataset = dataset.cache()
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(
-            max(1, len(examples)), seed=shuffle_seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.padded_batch(
-        batch_size,
-        padded_shapes=({s: [None, FEATURE_DIM] for s in streams}, [n_classes], []),
-        padding_values=({s: 0.0 for s in streams}, 0.0, b""),
+    return dataset.cache()
+
+
+def _streamed(
+    files: Sequence[str], split: Split, streams: Sequence[str], shuffle_seed: int | None
+) -> Any:
+    """``(inputs, class, clip_id)`` of the split's usable segments, read from ``files`` every
+    epoch (parts in a seeded order when shuffled, a few read at a time)."""
+    from pipeline.tfenv import tf
+
+    clips = sorted(split.labels)
+    labels = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(clips, tf.string),
+            tf.constant([split.labels[c] for c in clips], tf.int64),
+        ),
+        default_value=-1,
     )
-    batches = -(-len(examples) // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    empty = tf.zeros((1, FEATURE_DIM), tf.float32)
+
+    def usable(parsed: dict[str, Any]) -> Any:
+        frames = tf.stack([tf.shape(parsed[s])[0] for s in streams])
+        return tf.logical_and(labels.lookup(parsed["clip_id"]) >= 0, tf.reduce_any(frames > 0))
+
+    def example(parsed: dict[str, Any]) -> Any:
+        inputs = {
+            s: tf.cond(tf.shape(parsed[s])[0] > 0, lambda s=s: parsed[s], lambda: empty)
+            for s in streams
+        }
+        return inputs, labels.lookup(parsed["clip_id"]), parsed["clip_id"]
+
+    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=min(4, max(1, len(files))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.map(parse_sequence_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.filter(usable).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _read_examples(
@@ -92,10 +211,8 @@ def _read_examples(
 ) -> list[tuple[dict[str, npt.NDArray[np.float32]], int, bytes]]:
     """The split's usable segments as ``({stream: (frames, 512)}, class, clip_id)``, sorted by
     (clip id, segment index); an empty stream becomes one zero frame (fully masked)."""
-    from pipeline.tfenv import enable_object_store_filesystems, tf
+    from pipeline.tfenv import tf
 
-    if any(storage.is_remote(f) for f in files):
-        enable_object_store_filesystems()
     keyed = []
     dataset = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
     for parsed in dataset.map(parse_sequence_example).as_numpy_iterator():

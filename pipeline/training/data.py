@@ -38,7 +38,7 @@ def prepare_data(
     if from_media:
         segment_frames = planned_segment_frames(labelled, job.sequence_spec)
     else:
-        segment_frames = store.segment_frames()
+        segment_frames = store.segment_frames(c.clip_id for c in labelled)  # from the index
     training_set = select_training_set(
         labelled, segment_frames, params.streams, from_media=from_media
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -168,3 +169,64 @@ def test_reading_some_clips_opens_only_the_parts_that_hold_them(
     np.testing.assert_array_equal(
         rows["clip-2-2"][0].stream("video"), _segment("clip-2-2", seed=22).stream("video")
     )
+
+
+def _epochs(dataset: Any, epochs: int = 2) -> list[list[tuple[str, int, bytes]]]:
+    """Per epoch, the examples in batch order as (clip id, class, video features)."""
+    seen = []
+    for _ in range(epochs):
+        epoch = []
+        for inputs, labels, clips in dataset.as_numpy_iterator():
+            for video, label, clip in zip(inputs["video"], labels, clips, strict=True):
+                frames = video[np.any(video != 0, axis=1)]  # padding off
+                epoch.append((clip.decode(), int(label.argmax()), frames.tobytes()))
+        seen.append(epoch)
+    return seen
+
+
+@pytest.mark.slow
+def test_a_split_over_the_cache_budget_streams_the_same_examples_from_its_parts_only(
+    tmp_path: Path,
+) -> None:
+    from pipeline.model.inputs import Split, feature_dataset
+
+    store = _store(tmp_path)
+    for p in range(4):
+        rows = [
+            _segment(f"c{p}-{i}", s, 2, 2 + s + i, seed=10 * p + i)
+            for i in range(4)
+            for s in (0, 1)
+        ]
+        rows.append(_segment(f"audio-only-{p}", video=0, audio=3, seed=99))
+        store.write_part(rows)
+    store.write_part([_segment("other", seed=5)])  # no clip of the split: its part is not read
+    Path(store.tfrecord_uri(store.index().part_of["other"])).unlink()
+    labels = {f"c{p}-{i}": (p + i) % 2 for p in range(4) for i in range(3)}
+    labels["audio-only-0"] = 1  # no video frames: not an example
+    split = Split((), labels, examples=2 * 12)
+
+    def epochs(
+        budget: int | None, seed: int | None, source: Any = store
+    ) -> list[list[tuple[str, int, bytes]]]:
+        dataset = feature_dataset(
+            source,
+            split,
+            ("video",),
+            2,
+            5,
+            shuffle_seed=seed,
+            cache_budget_bytes=budget,
+        )
+        return _epochs(dataset)
+
+    cached, streamed = epochs(None, 7), epochs(0, 7)
+    for cached_epoch, streamed_epoch in zip(cached, streamed, strict=True):
+        assert len(streamed_epoch) == 24 and sorted(streamed_epoch) == sorted(cached_epoch)
+    assert streamed[0] != streamed[1]  # reshuffled every epoch
+    assert epochs(0, 7) == streamed  # and deterministic for a seed
+    # What the trainer passes: every part's file; the one holding no clip of the split is
+    # not opened (it is gone), cached or streamed.
+    assert epochs(0, 7, store.tfrecord_parts()) == streamed
+    assert epochs(None, 7, store.tfrecord_parts()) == cached
+    unshuffled = epochs(0, None)
+    assert unshuffled[0] == unshuffled[1] and sorted(unshuffled[0]) == sorted(cached[0])
