@@ -6,7 +6,9 @@ feature store (Parquet + TFRecord). The pending clips are split into shards
 (`PIPELINE_EXTRACT_CLIPS_PER_SHARD`, at most `PIPELINE_EXTRACT_MAX_SHARDS`), one mapped task
 each, writing its own parts; the `cnn` pool caps how many run the CNN at once (create it with
 `airflow pools set cnn <slots> "VGG-16 extraction"`). Clips already cached are skipped without
-loading TensorFlow. Scheduled by the `stpipe_media_files` asset; emits `stpipe_features`.
+loading TensorFlow. Last, `summarize_extraction` adds up the shards' counts and compacts the
+store's part index (one file listing which clips each part holds). Scheduled by the
+`stpipe_media_files` asset; emits `stpipe_features`.
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ def feature_extraction() -> None:
     @task(outlets=[FEATURES], execution_timeout=timedelta(minutes=10))
     def summarize_extraction(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         from pipeline.extract import combine_summaries
+        from pipeline.features.store import FeatureStore
 
-        return combine_summaries(list(summaries))
+        summary = combine_summaries(list(summaries))
+        # One index file for the parts the shards wrote: later readers open it, not each entry.
+        compaction = FeatureStore.from_settings(task_settings()).compact_index()
+        summary["index_parts"] = compaction.parts
+        return summary
 
     shards = extract_features.expand(shard=plan_extraction())
     summarize_extraction(shards)  # type: ignore[arg-type]  # XComArg resolves at run time
