@@ -25,6 +25,10 @@ class TrainingJob:
     promotion: PromotionMode = "gate"
     promotion_margin: float = 0.0  # macro-F1 the candidate must gain over production
     claim_lease_seconds: float = 60.0  # a dead worker's claim on a run lapses after this
+    # Devices of this worker the model is mirrored over (pipeline.training.replicas): 1 = no
+    # strategy, n = the first n GPUs (or CPU devices), 0 = every GPU. A property of the worker,
+    # not of the model (the global batch is kept), so not a TrainParams field or fingerprinted.
+    devices: int = 1
 
     @property
     def runs_root(self) -> str:

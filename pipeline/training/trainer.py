@@ -55,6 +55,7 @@ from pipeline.training.checkpoint import (
 from pipeline.training.data import TrainingData, prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
+from pipeline.training.replicas import build_for_replicas, replica_scope
 from pipeline.training.selection import (
     TrainingSet,
     class_weights,
@@ -198,7 +199,9 @@ def _resume_or_build(
             data.fingerprint[:16],
             state.next_epoch,
         )
-        return load_classifier(str(folder.local(state.checkpoint)), compile=True), state
+        checkpoint = str(folder.local(state.checkpoint))
+        with replica_scope(job.devices):
+            return load_classifier(checkpoint, compile=True), state
     return _build(data.training_set, store, job), RunState(data.fingerprint)
 
 
@@ -208,25 +211,28 @@ def _build(training_set: TrainingSet, store: FeatureStore, job: TrainingJob) -> 
     params = job.params
     if params.end_to_end:
         statistics = _sampled_statistics(training_set, job)
-        return build_end_to_end_model(
+        with replica_scope(job.devices):  # a model fits on the devices it was created on
+            return build_end_to_end_model(
+                len(training_set.class_names),
+                statistics,
+                cnn_weights=job.cnn_weights,
+                image_size=job.sequence_spec.image_size,
+                seed=params.seed,
+                cnn_trainable=params.cnn_trainable,
+                learning_rate=params.learning_rate,
+                lstm_units=params.lstm_units,
+                dropout=params.dropout,
+            )
+    train_ids = [c.clip_id for c in training_set.clips["train"]]
+    statistics = {s: feature_statistics(store, train_ids, s) for s in training_set.streams}
+    with replica_scope(job.devices):
+        return build_sequence_head(
             len(training_set.class_names),
             statistics,
-            cnn_weights=job.cnn_weights,
-            image_size=job.sequence_spec.image_size,
-            seed=params.seed,
-            cnn_trainable=params.cnn_trainable,
             learning_rate=params.learning_rate,
             lstm_units=params.lstm_units,
             dropout=params.dropout,
         )
-    train_ids = [c.clip_id for c in training_set.clips["train"]]
-    return build_sequence_head(
-        len(training_set.class_names),
-        {s: feature_statistics(store, train_ids, s) for s in training_set.streams},
-        learning_rate=params.learning_rate,
-        lstm_units=params.lstm_units,
-        dropout=params.dropout,
-    )
 
 
 def _sampled_statistics(training_set: TrainingSet, job: TrainingJob) -> StreamStatistics:
@@ -277,6 +283,7 @@ def _fit(
         # The media dataset's length is unknown until decoded, so Keras meets its end in every
         # epoch and warns that the input "ran out of data": that end is the epoch's end.
         warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+        build_for_replicas(model, without_clip_ids(inputs("train", params.batch_size)))
         while not state.finished(params.epochs):
             epoch = state.next_epoch
             model.fit(

@@ -6,7 +6,6 @@ in the bucket when started again on a fresh machine."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from pipeline.features.store import FeatureStore
 from pipeline.warehouse.database import Warehouse
 from tests.feature_factory import temporal_corpus
 from tests.media_factory import colour_video, tone_file
+from tests.model_files import keras_file_weights
 from tests.processes import stpipe_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -146,22 +145,7 @@ def _train_in(
 
 
 def _keras_weights(fs: Any, uri: str) -> dict[str, Any]:
-    """Every weight array of a ``.keras`` file in the bucket, by its HDF5 path (read with h5py:
-    the test process never loads TensorFlow before its last subprocess)."""
-    import h5py
-
-    arrays: dict[str, Any] = {}
-
-    def keep(name: str, item: Any) -> None:
-        if isinstance(item, h5py.Dataset):
-            arrays[name] = item[()]
-
-    with (
-        zipfile.ZipFile(io.BytesIO(fs.cat(uri))) as archive,
-        h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights,
-    ):
-        weights.visititems(keep)
-    return arrays
+    return keras_file_weights(fs.cat(uri))
 
 
 @pytest.mark.timeout(900)  # three trainings: 7.5 minutes on 2 busy cores
