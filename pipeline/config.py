@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         60.0,
         description="A worker's claim on a clip lapses this long after its last heartbeat.",
     )
+    train_devices: int = Field(
+        1,
+        description="Devices one training task uses (tf.distribute.MirroredStrategy): 1 = one "
+        "device, no strategy; n = the first n GPUs (n logical CPU devices without GPUs); "
+        "0 = every GPU.",
+    )
     promotion_margin: float = Field(
         0.0, description="Macro-F1 a new model must gain over production to be promoted."
     )
@@ -326,6 +332,8 @@ class Settings(BaseSettings):
             raise ValueError("PIPELINE_DRIFT_PSI_THRESHOLD must be positive")
         if self.retrain_min_feedback < 0:
             raise ValueError("PIPELINE_RETRAIN_MIN_FEEDBACK must be 0 (off) or positive")
+        if self.train_devices < 0:
+            raise ValueError("PIPELINE_TRAIN_DEVICES must be 0 (every GPU) or a device count")
         if self.quarantine_jump_factor < 1.0:
             raise ValueError("PIPELINE_QUARANTINE_JUMP_FACTOR must be at least 1 (2 = doubled)")
         if not 0.0 <= self.quarantine_rate_floor < 1.0:
@@ -367,10 +375,9 @@ class Settings(BaseSettings):
 
     @property
     def runs_root(self) -> str:
-        """Checkpoints and TensorBoard logs of training runs (always a local folder)."""
-        if "://" in self.data_dir:
-            return str(Path(tempfile.gettempdir(), "stpipe-runs"))
-        return str(Path(self.data_dir, "models", "_runs"))
+        """Checkpoints and TensorBoard logs of training runs, under the data root (local or a
+        URI), so a retried training resumes on any worker."""
+        return join_uri(self.data_dir, "models", "_runs")
 
     @property
     def warehouse(self) -> str:

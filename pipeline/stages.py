@@ -215,6 +215,7 @@ def _training_job(
         promotion=promotion_mode(promote),
         promotion_margin=settings.promotion_margin,
         claim_lease_seconds=settings.claim_lease_seconds,
+        devices=settings.train_devices,
     )
 
 

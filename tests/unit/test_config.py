@@ -196,6 +196,7 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "max_streams": (4,),
     "max_segments_per_clip": (10,),
     "claim_lease_seconds": (5.0,),
+    "train_devices": (2,),
     "promotion_margin": (0.01,),
     "review_threshold": (0.5,),
     "drift_psi_threshold": (0.25,),
