@@ -144,10 +144,18 @@ class Deployment:
         )
 
     def kill(self, name: str) -> None:
-        """SIGKILL a component's whole process group (the process and every task it runs), as
-        a host or container dying would; it is no longer checked for being alive."""
+        """SIGKILL a component and every process under it, as a host or container dying would:
+        its process group, and the task processes Airflow's supervisor puts in groups of their
+        own. It is no longer checked for being alive."""
+        import psutil
+
         proc = self.procs.pop(name)
+        tree = psutil.Process(proc.pid).children(recursive=True)
         _signal_group(proc, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(tree, timeout=30)
         proc.wait(timeout=30)
         self.killed.append(proc)
 
@@ -157,7 +165,14 @@ class Deployment:
                 raise AssertionError(f"airflow {name} exited early with {proc.returncode}")
 
     def stop(self) -> None:
-        """SIGTERM each component's process group, then SIGKILL what is left after 30 s."""
+        """SIGTERM each component's process group, then SIGKILL what is left after 30 s (task
+        processes in groups of their own included)."""
+        import psutil
+
+        tree: list[psutil.Process] = []
+        for proc in self.procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree.extend(psutil.Process(proc.pid).children(recursive=True))
         for proc in self.procs.values():
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)
@@ -170,6 +185,9 @@ class Deployment:
             _signal_group(proc, signal.SIGKILL)
             if proc.poll() is None:
                 proc.wait(timeout=10)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
         for log in self._files:
             log.close()
         self.db.dispose()
@@ -225,13 +243,14 @@ class Deployment:
             run_id=run_id,
         )
 
-    def return_value(self, dag_id: str, run_id: str, task_id: str) -> Any:
+    def return_value(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         [row] = self.rows(
             "SELECT value FROM xcom WHERE dag_id = :dag_id AND run_id = :run_id "
-            "AND task_id = :task_id AND key = 'return_value' AND map_index = -1",
+            "AND task_id = :task_id AND key = 'return_value' AND map_index = :map_index",
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
+            map_index=map_index,
         )
         value = row["value"]
         while isinstance(value, str | bytes):

@@ -150,6 +150,19 @@ class Fleet:
             time.sleep(1)
         return time.monotonic() - started
 
+    def shard_clips(self, run_id: str, map_index: int) -> set[str]:
+        """The clips that extraction shard ``map_index`` of a run extracts (or finds cached)."""
+        from pipeline.extract.plan import shard_of
+
+        [shard] = [
+            s
+            for s in self.dep.return_value("feature_extraction", run_id, "plan_extraction")
+            if s["shard"] == map_index
+        ]
+        with Warehouse.connect(self.warehouse_url) as wh:
+            ok = {c.clip_id for c in wh.clips(status="ok")}
+        return {c for c in ok if shard_of(c, shard["shards"]) == shard["shard"]}
+
     def runs_of(self, dag_id: str) -> list[dict[str, Any]]:
         return [r for r in self.dep.runs() if r["dag_id"] == dag_id]
 
@@ -285,25 +298,29 @@ def test_a_celery_fleet_runs_the_pipeline_survives_a_killed_worker_and_matches_o
     allowed: set[tuple[str, str, int]] = set()
 
     def kill_worker_b_mid_shard() -> bool:
+        """Once each worker has finished a shard: SIGKILL worker-b halfway through its next
+        shard (half the finished shards' median time), before that shard has committed any of
+        its clips, so the retry must extract them all."""
         shards = fleet.attempts("feature_extraction", "extract_features")
         finished = [a for a in shards if a["state"] == "success"]
-        if not killed:
-            hosts = {a["hostname"] for a in finished}
+        running = [a for a in shards if a["state"] == "running" and a["hostname"] == "worker-b"]
+        if not killed and {a["hostname"] for a in finished} >= set(WORKERS) and running:
+            [attempt] = running
+            elapsed = (datetime.now(UTC) - attempt["start_date"]).total_seconds()
+            mine = fleet.shard_clips(attempt["run_id"], attempt["map_index"])
+            committed = mine & FeatureStore.from_settings(settings).clip_ids()
             durations = [(a["end_date"] - a["start_date"]).total_seconds() for a in finished]
-            running = [a for a in shards if a["state"] == "running" and a["hostname"] == "worker-b"]
-            if set(WORKERS) <= hosts and running:
-                [attempt] = running
-                elapsed = (datetime.now(UTC) - attempt["start_date"]).total_seconds()
-                if elapsed >= statistics.median(durations) / 2:
-                    dep.kill("worker-b")
-                    killed.update(attempt, killed_after_s=elapsed, at=time.monotonic())
-                    allowed.add((attempt["run_id"], "extract_features", attempt["map_index"]))
+            halfway = statistics.median(durations) / 2  # shards commit their one part at the end
+            if elapsed >= halfway and mine and not committed:
+                dep.kill("worker-b")
+                killed.update(attempt, killed_after_s=elapsed, clips=len(mine))
+                allowed.add((attempt["run_id"], "extract_features", attempt["map_index"]))
         runs = fleet.runs_of("feature_extraction")
         return bool(runs) and all(r["state"] == "success" for r in runs) and fleet.settled()
 
     fleet.wait_for("ingest and extraction", kill_worker_b_mid_shard, allowed_failures=allowed)
     fleet.timings["ingest_and_extraction_s"] = time.monotonic() - chain_started
-    assert killed, "worker-b was never running a shard after both workers had finished one"
+    assert killed, "worker-b never ran a shard, before committing it, after both had finished one"
 
     shards = fleet.attempts("feature_extraction", "extract_features")
     retried = [
@@ -314,6 +331,11 @@ def test_a_celery_fleet_runs_the_pipeline_survives_a_killed_worker_and_matches_o
     # The killed try failed on worker-b (no heartbeat), the retry succeeded on worker-a.
     assert [(a["try_number"], a["hostname"]) for a in retried] == [(1, "worker-b"), (2, "worker-a")]
     assert retried[0]["state"] == "failed" and retried[1]["state"] == "success", retried
+    # The killed try had committed nothing: the retry extracted every clip of the shard.
+    retry = dep.return_value(
+        "feature_extraction", killed["run_id"], "extract_features", killed["map_index"]
+    )
+    assert retry["extracted"] == killed["clips"] > 0 and retry["cached"] == 0, retry
     fleet.timings["kill_to_retry_success_s"] = (
         retried[1]["end_date"] - retried[0]["start_date"]
     ).total_seconds() - killed["killed_after_s"]
