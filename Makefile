@@ -48,7 +48,7 @@ pre-commit-install: $(VENV)/.synced
 	$(BIN)/pre-commit install
 
 bench: $(VENV)/.synced
-	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest warehouse_scale; do \
+	cd bench && for script in extraction_vs_bare precision rerun memory naive flops training_speed fusion fsdd hostile_ingest warehouse_scale feature_store_scale; do \
 		../$(BIN)/python $$script.py || exit 1; done
 	$(BIN)/python bench/report.py
 

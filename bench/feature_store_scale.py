@@ -24,8 +24,8 @@ Measured, each in a fresh child process (its peak RSS from ``getrusage``):
 
     .venv/bin/python bench/feature_store_scale.py [--sizes 10000,100000,1000000] [--clips-per-part 200] [--new 100] [--train-fraction 0.1]
 
-Other processes share the machine (other engineers' tests ran alongside): compare the columns
-of one row and the growth between rows, not the absolute times with another machine.
+Run it with nothing else heavy on the machine; compare the columns of one row and the growth
+between rows, not the absolute times with another machine.
 """
 
 from __future__ import annotations

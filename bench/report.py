@@ -343,11 +343,12 @@ def feature_store_scale_section(r: dict[str, Any]) -> list[str]:
     lines = [
         "## Feature store at scale",
         "",
-        f"`{r['command']}` on {m.get('cpu')} ({m.get('cores')} cores), with other engineers'"
-        " tests on the same cores. Synthetic clips of"
+        f"`{r['command']}` on {m.get('cpu')} ({m.get('cores')} cores), nothing else heavy"
+        " running. Synthetic clips of"
         f" {r['segments_per_clip']} segment x {r['frames_per_clip']} video frame x 512 float32,"
         f" {r['clips_per_part']} clips a part, written by `FeatureStore.write_part` and"
-        " compacted once. Each number is a fresh process; MB is its peak RSS. *Planning*: the"
+        " compacted once. Each number is a fresh process; MB is its peak RSS (about 616 MB is"
+        " the floor: the child imports the pipeline, pyarrow and TensorFlow). *Planning*: the"
         f" store's clip ids and the ok clips lacking features ({new} new); *index* reads the"
         " compacted index, *listing* lists the parts and reads every part's clip-id column"
         f" (the store before the index). *Read*: the segments of {new} random clips."
