@@ -57,6 +57,7 @@ from pydantic_settings import (
 
 from pipeline.errors import ConfigError
 from pipeline.features.identity import encoder_identity, short_hash
+from pipeline.features.precision import PrecisionDecision, decide_auto_precision
 
 STREAMS = ("video", "audio")
 #: The settings file every command reads from the data folder (level 4 of the precedence).
@@ -153,7 +154,9 @@ class Settings(BaseSettings):
         224, description="CNN input rows = cols, in pixels (>= 32)."
     )
     cnn_precision: Annotated[Precision, Changes(STREAMS, hashed_as="precision")] = Field(
-        "float32", description="float32, bfloat16 or auto."
+        "auto",
+        description="float32, bfloat16, or auto: decided once per deployment (bfloat16 where "
+        "the deciding host runs it natively) and recorded in DATA_DIR/features/precision.json.",
     )
     cnn_batch_size: int = Field(32, description="Frames per VGG-16 forward batch.")
     segment_seconds: Annotated[float, Changes(STREAMS)] = Field(
@@ -393,10 +396,18 @@ class Settings(BaseSettings):
     # What changes the features -------------------------------------------------------------
 
     def resolved_precision(self) -> Literal["float32", "bfloat16"]:
-        """``auto`` means bfloat16 where the hardware runs it natively, float32 elsewhere."""
+        """The precision VGG-16 computes in. ``auto`` is the deployment's decision (bfloat16 if
+        the host that first resolved it runs bfloat16 natively), read from the feature store, so
+        every host of a deployment computes and finds the same features."""
         if self.cnn_precision != "auto":
             return self.cnn_precision
-        return "bfloat16" if hardware_has_bf16() else "float32"
+        return self.precision_decision.precision
+
+    @cached_property
+    def precision_decision(self) -> PrecisionDecision:
+        """What ``auto`` means here (see :mod:`pipeline.features.precision`); decided on first
+        use, and recorded, if no process of this deployment decided it before."""
+        return decide_auto_precision(self.features_root)
 
     @cached_property
     def cnn_weights_id(self) -> str:
@@ -515,16 +526,3 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def hardware_has_bf16() -> bool:
-    """True on an NVIDIA GPU host or a CPU with AVX512_BF16 / AMX-BF16 (checked without TF)."""
-    if Path("/proc/driver/nvidia/gpus").is_dir() and any(
-        Path("/proc/driver/nvidia/gpus").iterdir()
-    ):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -211,6 +211,7 @@ def _training_job(
         feature_settings=settings.feature_settings(),
         sequence_spec=SequenceSpec.from_settings(settings),
         cnn_weights=settings.cnn_weights,
+        cnn_precision=settings.resolved_precision(),
         params=params or TrainParams(seed=settings.seed),
         promotion=promotion_mode(promote),
         promotion_margin=settings.promotion_margin,

@@ -351,6 +351,33 @@ def write_bytes(uri: str, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write ``data`` to ``uri`` only if nothing is there yet; True if this call wrote it.
+
+    Local: the file is written under a temporary name and hard-linked into place, which fails
+    if the name exists, so of writers racing on one machine or one NFS export exactly one wins
+    and nobody sees a partial file. Object stores have no such primitive here: the file is
+    written if absent, so two first writers at the same instant may both write, and the later
+    PUT stands (callers read the file back rather than trust their own copy).
+    """
+    if is_remote(uri):
+        if exists(uri):
+            return False
+        write_bytes(uri, data)
+        return True
+    target = _local(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_bytes(uri: str) -> bytes:
     with open_read(uri) as handle:
         return handle.read()

@@ -160,7 +160,8 @@ PG_ADMIN_URL = os.environ.get(
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings rooted in the test's tmp dir: random-init VGG-16 at 32 px, small batches."""
+    """Settings rooted in the test's tmp dir: random-init VGG-16 at 32 px, small batches, and
+    float32 (most tests compare numbers exactly; tests of ``auto`` and bfloat16 ask for them)."""
 
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -168,6 +169,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "cnn_weights": "none",
             "image_size": 32,
             "cnn_batch_size": 16,
+            "cnn_precision": "float32",
             "frames_per_segment": 8,
             "max_frames": 8,
         }

@@ -40,6 +40,7 @@ def train_with_devices(devices: int, out: str) -> None:
         feature_settings=settings.feature_settings(),
         sequence_spec=spec,
         cnn_weights=settings.cnn_weights,
+        cnn_precision=settings.resolved_precision(),
         params=TrainParams(seed=settings.seed, **PARAMS),  # type: ignore[arg-type]
         devices=devices,
     )

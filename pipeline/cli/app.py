@@ -587,7 +587,10 @@ def label(
 
 @app.command("settings")
 def show_settings() -> None:
-    """Print the effective settings and the feature settings hash."""
+    """Print the effective settings, the precision VGG-16 computes in (and who decided `auto`),
+    this host's instruction set, and the feature settings hash."""
+    from pipeline.hardware import cpu_features
+
     settings = _settings()
     table = Table(title="settings (PIPELINE_<NAME>)", title_justify="left")
     table.add_column("name", style="bold")
@@ -595,6 +598,15 @@ def show_settings() -> None:
     for name, value in settings.model_dump().items():
         table.add_row(name, Text(str(value)))
     table.add_row("warehouse (resolved)", Text(settings.warehouse))
+    precision = settings.resolved_precision()
+    if settings.cnn_precision == "auto":
+        table.add_row("cnn_precision (resolved)", Text(settings.precision_decision.describe()))
+    else:
+        table.add_row("cnn_precision (resolved)", Text(precision))
+    host = cpu_features()
+    table.add_row("this host", Text(host.describe()))
+    if precision == "bfloat16" and not host.bf16_native:
+        table.add_row("warning", Text("bfloat16 is emulated on this host: VGG-16 runs slowly"))
     table.add_row("settings_hash", settings.settings_hash)
     out.print(table)
 

@@ -123,19 +123,32 @@ class FrameEmbedder:
 def build_embedder(
     weights: str, image_size: int, precision: str, batch_size: int, seed: int
 ) -> FrameEmbedder:
-    """The extractor a stage uses: encoder at the requested precision, batched."""
+    """The extractor a stage uses: encoder at the requested precision, batched, and warmed up
+    (traced and run once), so that the first real batch runs at full speed."""
+    from pipeline.hardware import cpu_features
+
     use_precision(precision)
     try:
         encoder = build_frame_encoder(weights, image_size, seed=seed)
     finally:
         keras.config.set_dtype_policy("float32")
+    embedder = FrameEmbedder(encoder, batch_size)
+    embedder.embed_frames(np.zeros((1, image_size, image_size, 3), np.uint8))
+    host = cpu_features()
     log.info(
-        "VGG-16 frame encoder ready: weights=%s, %dx%d, %s, batch %d, devices=%s",
+        "VGG-16 frame encoder ready: weights=%s, %dx%d, %s, batch %d, devices=%s, %s",
         weights,
         image_size,
         image_size,
         precision,
         batch_size,
         [d.device_type for d in tf.config.list_logical_devices()],
+        host.describe(),
     )
-    return FrameEmbedder(encoder, batch_size)
+    if precision == "bfloat16" and not host.bf16_native:
+        log.warning(
+            "this host computes bfloat16 without hardware support (%s): features stay those "
+            "of the deployment's precision, but VGG-16 runs several times slower here",
+            host.isa,
+        )
+    return embedder

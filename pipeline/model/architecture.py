@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from pipeline import storage
 from pipeline.config import STREAMS
-from pipeline.features.cnn import CaffePreprocess, build_frame_encoder
+from pipeline.features.cnn import CaffePreprocess, build_frame_encoder, use_precision
 from pipeline.features.identity import FEATURE_DIM
 from pipeline.tfenv import keras
 
@@ -82,6 +82,7 @@ def build_end_to_end_model(
     image_size: int,
     seed: int,
     cnn_trainable: bool = False,
+    precision: str = "float32",
     learning_rate: float = 0.002,
     lstm_units: int = LSTM_UNITS,
     dense_units: int = DENSE_UNITS,
@@ -97,15 +98,24 @@ def build_end_to_end_model(
     function): an encoder shared by two ``TimeDistributed`` wrappers is saved once but loaded as
     two copies, one without weights. ``cnn_trainable`` unfreezes them for fine-tuning. Layer
     names match :func:`build_sequence_head`, so a head's weights drop in (see
-    :func:`head_to_end_to_end`).
+    :func:`head_to_end_to_end`). ``precision`` is the encoders' (``bfloat16``: Keras'
+    ``mixed_bfloat16``, as the feature extractor runs it); the head is float32 either way.
     """
     streams = _check_streams(n_classes, stream_statistics)
     inputs: dict[str, Any] = {}
     branches = []
     for stream in streams:
-        encoder = build_frame_encoder(
-            cnn_weights, image_size, seed=seed, trainable=cnn_trainable, name=f"{stream}_vgg16_gap"
-        )
+        use_precision(precision)
+        try:
+            encoder = build_frame_encoder(
+                cnn_weights,
+                image_size,
+                seed=seed,
+                trainable=cnn_trainable,
+                name=f"{stream}_vgg16_gap",
+            )
+        finally:
+            keras.config.set_dtype_policy("float32")
         frames = keras.Input((None, image_size, image_size, 3), dtype="uint8", name=stream)
         mask = keras.Input((None,), dtype="bool", name=f"{stream}_mask")
         inputs[stream], inputs[f"{stream}_mask"] = frames, mask

@@ -21,6 +21,7 @@ class TrainingJob:
     feature_settings: dict[str, Any]  # recorded in the metadata
     sequence_spec: SequenceSpec  # how the end-to-end model decodes media (recorded too)
     cnn_weights: str  # VGG-16 weights of the end-to-end model
+    cnn_precision: str  # and the precision its VGG-16 computes in (the features' precision)
     params: TrainParams
     promotion: PromotionMode = "gate"
     promotion_margin: float = 0.0  # macro-F1 the candidate must gain over production

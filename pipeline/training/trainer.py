@@ -219,6 +219,7 @@ def _build(training_set: TrainingSet, store: FeatureStore, job: TrainingJob) -> 
                 image_size=job.sequence_spec.image_size,
                 seed=params.seed,
                 cnn_trainable=params.cnn_trainable,
+                precision=job.cnn_precision,
                 learning_rate=params.learning_rate,
                 lstm_units=params.lstm_units,
                 dropout=params.dropout,
@@ -237,13 +238,13 @@ def _build(training_set: TrainingSet, store: FeatureStore, job: TrainingJob) -> 
 
 def _sampled_statistics(training_set: TrainingSet, job: TrainingJob) -> StreamStatistics:
     """The end-to-end model's standardisation statistics, from a sample of training frames run
-    through a frozen copy of its VGG-16 (same weights, seed, image size and float32)."""
+    through a frozen copy of its VGG-16 (same weights, seed, image size and precision)."""
     from pipeline.features.cnn import build_embedder
     from pipeline.tfenv import keras
 
     spec, params = job.sequence_spec, job.params
     embedder = build_embedder(
-        job.cnn_weights, spec.image_size, "float32", STATISTICS_BATCH_SIZE, params.seed
+        job.cnn_weights, spec.image_size, job.cnn_precision, STATISTICS_BATCH_SIZE, params.seed
     )
     sample = sampled_frame_statistics(
         training_set.clips["train"], training_set.streams, spec, embedder, seed=params.seed

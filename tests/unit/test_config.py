@@ -8,6 +8,19 @@ import pytest
 
 from pipeline.config import STREAMS, AudioFraming, Settings, VideoSampling, load_settings
 from pipeline.errors import ConfigError
+from pipeline.features.precision import RECORD_NAME
+
+
+@pytest.fixture(autouse=True)
+def auto_means_float32(tmp_path: Path) -> None:
+    """The deployments of these tests decided ``auto`` = float32 (on any host), so that setting
+    bfloat16 is a change wherever the tests run."""
+    record = tmp_path / "features" / RECORD_NAME
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        '{"precision": "float32", "decided_by": "test", "isa": "avx2", "gpus": 0, '
+        '"decided_at": "2026-01-01T00:00:00+00:00"}'
+    )
 
 
 def test_defaults_follow_the_design_contract(
@@ -20,7 +33,7 @@ def test_defaults_follow_the_design_contract(
     assert settings.warehouse == f"sqlite:///{tmp_path}/data/warehouse.db"
     assert settings.cnn_weights == "imagenet"
     assert settings.image_size == 224
-    assert settings.cnn_precision == "float32"
+    assert settings.cnn_precision == "auto"
     assert (settings.frames_per_segment, settings.sample_rate, settings.n_mels) == (16, 16000, 64)
     assert (settings.segment_seconds, settings.max_frames, settings.audio_of_video) == (
         10.0,
@@ -106,7 +119,7 @@ def test_settings_hash_covers_what_changes_features_and_nothing_else(tmp_path: P
     for harmless in (
         {"decode_workers": 7},
         {"cnn_batch_size": 8},
-        {"data_dir": str(tmp_path / "x")},
+        {"data_dir": str(tmp_path / "x"), "cnn_precision": "float32"},
     ):
         same = load_settings(**{"data_dir": str(tmp_path), "cnn_weights": "none", **harmless})
         assert same.settings_hash == base.settings_hash, harmless
@@ -207,7 +220,12 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
 
 #: Fields whose effect on the features shows only on top of another setting: the seed makes the
 #: weights only when they are randomly initialised.
-BASE_FOR: dict[str, dict[str, Any]] = {"seed": {"cnn_weights": "none"}}
+#: The data root changes no hash once the precision is explicit (with ``auto``, each deployment's
+#: root records its own decision).
+BASE_FOR: dict[str, dict[str, Any]] = {
+    "seed": {"cnn_weights": "none"},
+    "data_dir": {"cnn_precision": "float32"},
+}
 
 
 def _value(alternative: Any, tmp_path: Path) -> Any:
