@@ -14,16 +14,20 @@ bugs in a worker stop the run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias, assert_never
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from pipeline.errors import MediaError, describe, infrastructure_problem
 from pipeline.extract.plan import ClipPlan
@@ -163,16 +167,19 @@ class ExtractionEngine:
 
     def run(self, plans: Sequence[ClipPlan]) -> None:
         works = [ClipWork(plan) for plan in plans]
-        for work in works:
-            if not work.plan.compute:  # everything copied from other settings folders
-                self.writer.add(work)
-        to_compute = [w for w in works if w.plan.compute]
-        if to_compute:
-            embedder = self.embedder()
-            self.progress.start(f"extract {self.shard}", len(to_compute), "clips")
-            self._decode_and_embed(to_compute, embedder)
-            self.progress.finish()
-        self.writer.flush()
+        try:
+            for work in works:
+                if not work.plan.compute:  # everything copied from other settings folders
+                    self.writer.add(work)
+            to_compute = [w for w in works if w.plan.compute]
+            if to_compute:
+                embedder = self.embedder()
+                self.progress.start(f"extract {self.shard}", len(to_compute), "clips")
+                self._decode_and_embed(to_compute, embedder)
+                self.progress.finish()
+            self.writer.flush()
+        finally:
+            self.writer.close()
 
     def _decode_and_embed(self, works: list[ClipWork], embedder: FrameEmbedder) -> None:
         """Decode in threads into a bounded queue; embed in mixed batches here; write finished
@@ -181,12 +188,15 @@ class ExtractionEngine:
             embedder, self.writer, self.quarantine, self.progress, self.summary
         )
         workers = _DecodeWorkers(works, self.spec, self.limits, self.decode_workers)
-        workers.start()
-        try:
-            _handle_messages(workers.messages, len(workers.threads), assembler)
-            assembler.finish()
-        finally:
-            workers.stop()
+        # NumPy's BLAS (librosa's mel filter bank) would start threads of its own in every
+        # decoding thread, and they spin on the cores the CNN needs: one each is enough.
+        with threadpool_limits(limits=1, user_api="blas"):
+            workers.start()
+            try:
+                _handle_messages(workers.messages, len(workers.threads), assembler)
+                assembler.finish()
+            finally:
+                workers.stop()
 
 
 def _handle_messages(
@@ -253,6 +263,7 @@ class _DecodeWorkers:
             return next(self._works, None)
 
     def _decode_clips(self) -> None:
+        _yield_to_the_cnn()
         try:
             while not self._stop.is_set() and (work := self._next_work()) is not None:
                 self._decode_clip(work)
@@ -285,6 +296,23 @@ class _DecodeWorkers:
             streams=work.plan.compute,
             limits=self.limits,
         )
+
+
+#: How much less CPU priority the decoding threads get than the CNN (a nice increment).
+DECODE_NICENESS = 10
+
+
+def _yield_to_the_cnn() -> None:
+    """Lower this (decoding) thread's CPU priority, so that it runs in the gaps the CNN leaves.
+
+    The CNN keeps every core busy with its own threads; a decoding thread of equal priority
+    preempts one of them, and the others then wait for it at the end of each layer, so decoding
+    would cost the CNN more than its own CPU time. The queue of decoded images is bounded: when
+    it runs dry the CNN waits and the decoders get the cores. Linux applies the niceness of a
+    thread id to that thread only; elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # no per-thread priorities here
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
 class _ClipAssembler:
@@ -434,6 +462,10 @@ class _Batcher:
 class _PartWriter:
     """Collects finished clips and writes them as parts of about ``part_frames`` frames.
 
+    Parts are written by a thread of their own while the CNN goes on (one part at a time: a
+    part waits for the one before, so memory holds at most two). A write that fails stops the
+    run at the next part or at :meth:`flush`, with its own error.
+
     A clip whose features are not all finite is quarantined instead of written (one bad clip
     must not make its whole part unwritable)."""
 
@@ -452,6 +484,8 @@ class _PartWriter:
         self.quarantine = quarantine
         self.rows: list[SegmentFeatures] = []
         self.frames = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._writing: Future[str] | None = None
 
     def add(self, work: ClipWork) -> None:
         rows = work.finish(self.spec.streams_for(work.clip.modality or ""))
@@ -468,9 +502,33 @@ class _PartWriter:
         self.summary.extracted += 1
         self.summary.segments += len(rows)
         if self.frames >= self.part_frames:
-            self.flush()
+            self._write_in_background()
 
     def flush(self) -> None:
+        """Write what is collected, and wait until every part is written."""
         if self.rows:
-            self.summary.parts.append(self.store.write_part(self.rows))
-            self.rows, self.frames = [], 0
+            self._write_in_background()
+        self._wait()
+
+    def close(self) -> None:
+        """After a failure elsewhere: let a part being written finish (a write never outlives
+        the run that started it), and stop the writing thread."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            if writing.exception() is None:
+                self.summary.parts.append(writing.result())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _write_in_background(self) -> None:
+        self._wait()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="write-part")
+        self._writing = self._executor.submit(self.store.write_part, self.rows)
+        self.rows, self.frames = [], 0
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            self.summary.parts.append(writing.result())

@@ -114,10 +114,12 @@ def _video_decoder(container: Any, uri: str) -> Any:
     stream = main_video_stream(container)
     if stream is None:
         raise MediaError(f"{uri} has no video stream")
-    stream.thread_type = "AUTO"
-    # Each decoder thread allocates per-frame-size tables; a few threads decode small frames
-    # as fast as many, and keep a hostile frame size from multiplying memory.
-    stream.codec_context.thread_count = 2
+    # One thread per decoder: extraction runs several decoders (PIPELINE_DECODE_WORKERS) beside
+    # a CNN that keeps every core busy, so FFmpeg's own threads would only add CPU time
+    # (frame threading costs ~5-10% more per frame) and memory (each thread allocates
+    # per-frame-size tables, which a hostile frame size would multiply).
+    stream.thread_type = "NONE"
+    stream.codec_context.thread_count = 1
     return stream
 
 
