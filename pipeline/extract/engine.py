@@ -197,6 +197,9 @@ class ExtractionEngine:
                 assembler.finish()
             finally:
                 workers.stop()
+                self.summary.decode_cpu_seconds = round(
+                    self.summary.decode_cpu_seconds + workers.cpu_seconds, 3
+                )
 
 
 def _handle_messages(
@@ -238,6 +241,7 @@ class _DecodeWorkers:
         self._works = iter(works)
         self._works_lock = threading.Lock()
         self._stop = threading.Event()
+        self.cpu_seconds = 0.0  # CPU time of the finished workers
         self.threads = [
             threading.Thread(target=self._decode_clips, name=f"decode-{i}", daemon=True)
             for i in range(max(1, count))
@@ -270,6 +274,8 @@ class _DecodeWorkers:
         except BaseException as exc:  # a bug: hand it to the main thread, which re-raises
             self.messages.put(WorkerCrashed(exc))
         finally:
+            with self._works_lock:
+                self.cpu_seconds += time.thread_time()
             self.messages.put(WorkerFinished())
 
     def _decode_clip(self, work: ClipWork) -> None:

@@ -22,6 +22,7 @@ class ExtractSummary:
     setup_seconds: float = 0.0  # importing TensorFlow and building VGG-16
     seconds: float = 0.0  # decoding + CNN + writing, after set-up
     frames_per_second: float = 0.0
+    decode_cpu_seconds: float = 0.0  # CPU time of the decoding threads (the CNN's is the rest)
     parts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

@@ -248,3 +248,32 @@ def test_a_clip_that_raises_anything_is_quarantined_and_the_rest_extracted(
     assert clip.error == "KeyError: 'codec table entry 7'"
     reason = Path(settings.quarantine_root, f"{victim}.reason.txt").read_text()
     assert "failed during extraction" in reason and "KeyError" in reason
+
+
+def test_decoding_threads_yield_the_cpu_to_the_cnn_and_their_cost_is_reported(
+    tmp_path: Path, settings: Settings
+) -> None:
+    import os
+    import threading
+
+    from pipeline.extract.engine import DECODE_NICENESS, _yield_to_the_cnn
+
+    seen: list[int] = []
+
+    def worker() -> None:
+        _yield_to_the_cnn()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICENESS]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < seen[0]  # not this one
+
+    _small_corpus(tmp_path / "in")
+    run_ingest(settings, str(tmp_path / "in"))
+    summary = run_extract(settings)
+    assert summary.extracted == 4 and summary.decode_cpu_seconds > 0
+    # no more than every core for the whole run
+    whole_run = summary.seconds + summary.setup_seconds + 1
+    assert summary.decode_cpu_seconds < whole_run * (os.cpu_count() or 1)
