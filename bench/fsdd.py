@@ -23,14 +23,16 @@ from common import REPO, header, machine, save
 DATASET = REPO.parent / "shared" / "datasets" / "fsdd" / "recordings"
 
 
+def dataset_folder() -> Path:
+    """The FSDD recordings (the manifest names them where they are; ingest accepts paths
+    inside its landing folder, so the runs point PIPELINE_LANDING_DIR at this folder)."""
+    return DATASET if DATASET.is_dir() else Path("/work/shared/datasets/fsdd/recordings")
+
+
 def write_manifest(folder: Path, train_indices: int = 40) -> Path:
     """A manifest of FSDD with its official split: file index 0-4 test, 5-9 validation, then
     ``train_indices`` indices (10, 11, ...) of training recordings per speaker and digit."""
-    recordings = sorted(
-        (DATASET if DATASET.is_dir() else Path("/work/shared/datasets/fsdd/recordings")).glob(
-            "*.wav"
-        )
-    )
+    recordings = sorted(dataset_folder().glob("*.wav"))
     if len(recordings) != 3000:
         raise SystemExit(f"expected the 3,000 FSDD recordings, found {len(recordings)}")
     lines = ["path,label,split"]
@@ -67,6 +69,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     settings = load_settings(
         data_dir=str(work / "data"),
+        landing_dir=str(dataset_folder()),
         cnn_weights="none",
         image_size=args.image_size,
         audio_window_seconds=args.window,

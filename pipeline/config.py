@@ -189,7 +189,11 @@ class Settings(BaseSettings):
     audio_hop_seconds: Annotated[float, Changes(("audio",))] = Field(
         0.16, description="Step between spectrogram images, seconds."
     )
-    decode_workers: int = Field(2, description="Threads decoding media while the CNN runs.")
+    decode_workers: int = Field(
+        0,
+        description="Threads decoding media while the CNN runs; 0 = from the core count (half "
+        "the cores, 2 to 8).",
+    )
     extract_clips_per_shard: int = Field(
         200, description="Pending clips per feature_extraction task (Airflow mapping)."
     )
@@ -291,13 +295,19 @@ class Settings(BaseSettings):
             raise ValueError("VGG-16 needs at least 32x32 pixels; set PIPELINE_IMAGE_SIZE >= 32")
         return value
 
+    @field_validator("decode_workers")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (from the core count) or more")
+        return value
+
     @field_validator(
         "cnn_batch_size",
         "frames_per_segment",
         "max_frames",
         "sample_rate",
         "n_mels",
-        "decode_workers",
         "extract_clips_per_shard",
         "extract_max_shards",
         "ingest_workers",
@@ -375,6 +385,17 @@ class Settings(BaseSettings):
     @property
     def models_root(self) -> str:
         return join_uri(self.data_dir, "models")
+
+    @property
+    def decode_threads(self) -> int:
+        """Decoding threads of an extraction task: ``decode_workers``, or from the core count.
+
+        On a CPU host the CNN takes every core and decoding only fills its gaps (the threads
+        run at lower priority), so more threads cost little; on a GPU host the cores are free
+        for decoding, and half of them keep a GPU fed without starving the rest."""
+        if self.decode_workers:
+            return self.decode_workers
+        return min(8, max(2, len(os.sched_getaffinity(0)) // 2))
 
     @property
     def runs_root(self) -> str:

@@ -129,7 +129,7 @@ def run_extract(
                 claims=claims,
                 limits=MediaLimits.from_settings(settings),
                 reuse_from=reuse_from,
-                decode_workers=settings.decode_workers,
+                decode_workers=settings.decode_threads,
                 progress=progress,
                 shard=f"{shard + 1}/{shards}",
             )

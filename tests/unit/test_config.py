@@ -397,3 +397,13 @@ def test_an_unreadable_data_dir_settings_file_is_a_clear_error(tmp_path: Path) -
     (tmp_path / "stpipe.toml").write_text("image_size = = 3\n")
     with pytest.raises(ConfigError, match=r"stpipe\.toml"):
         load_settings(data_dir=str(tmp_path))
+
+
+def test_decoding_threads_follow_the_core_count_unless_set(tmp_path: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings(data_dir=str(tmp_path)).decode_threads == min(8, max(2, cores // 2))
+    assert load_settings(data_dir=str(tmp_path), decode_workers=3).decode_threads == 3
+    with pytest.raises(ConfigError, match="PIPELINE_DECODE_WORKERS"):
+        load_settings(data_dir=str(tmp_path), decode_workers=-1)
