@@ -58,6 +58,15 @@ class CpuFeatures:
         return f"{self.cpu}, {self.cores} cores, {self.isa}{capped}{gpu}; bfloat16 {native}"
 
 
+def onednn_runs_bf16(features: CpuFeatures) -> bool:
+    """Whether TensorFlow can run bfloat16 convolutions on this CPU as configured: oneDNN has
+    them from AVX-512 on (natively from AVX512-BF16, emulated below); with oneDNN off
+    (``TF_ENABLE_ONEDNN_OPTS=0``) TensorFlow's own Eigen kernels run them on any CPU."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip() in ("0", "false", "False"):
+        return True
+    return features.isa in _ISA_NAMES[_ISA_NAMES.index("avx512_core") :]
+
+
 def cpu_features() -> CpuFeatures:
     """This host's :class:`CpuFeatures` (cheap: reads ``/proc`` each call)."""
     model, flags = platform.processor() or "unknown", set()

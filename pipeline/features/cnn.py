@@ -125,8 +125,17 @@ def build_embedder(
 ) -> FrameEmbedder:
     """The extractor a stage uses: encoder at the requested precision, batched, and warmed up
     (traced and run once), so that the first real batch runs at full speed."""
-    from pipeline.hardware import cpu_features
+    from pipeline.hardware import cpu_features, onednn_runs_bf16
 
+    host = cpu_features()
+    if precision == "bfloat16" and not host.gpus and not onednn_runs_bf16(host):
+        raise ConfigError(
+            f"this host's CPU ({host.isa}) has no bfloat16 convolutions in oneDNN, and this "
+            "deployment's features are bfloat16. Set TF_ENABLE_ONEDNN_OPTS=0 in this worker's "
+            "environment (TensorFlow's own bfloat16 kernels: same features, about 2.5x slower "
+            "than a bfloat16 CPU), run extraction on hosts with AVX-512, or pin "
+            "PIPELINE_CNN_PRECISION=float32 for the whole deployment."
+        )
     use_precision(precision)
     try:
         encoder = build_frame_encoder(weights, image_size, seed=seed)
@@ -134,7 +143,6 @@ def build_embedder(
         keras.config.set_dtype_policy("float32")
     embedder = FrameEmbedder(encoder, batch_size)
     embedder.embed_frames(np.zeros((1, image_size, image_size, 3), np.uint8))
-    host = cpu_features()
     log.info(
         "VGG-16 frame encoder ready: weights=%s, %dx%d, %s, batch %d, devices=%s, %s",
         weights,

@@ -1,10 +1,10 @@
 """``PIPELINE_CNN_PRECISION=auto`` across hosts of different kinds: one feature store.
 
-Two ``stpipe`` processes stand for two hosts. One is capped by ``ONEDNN_MAX_CPU_ISA=AVX2`` (the
-instruction cap oneDNN itself obeys), so it has no native bfloat16 and would resolve ``auto`` to
-float32 on its own; the other is this machine as it is (AVX512-BF16 or AMX: bfloat16). Whichever
-resolves ``auto`` first decides it for the deployment; the other must find, extend and train on
-the same feature folder.
+Two ``stpipe`` processes stand for two hosts. One is capped by ``ONEDNN_MAX_CPU_ISA`` (the
+instruction cap oneDNN itself obeys) to AVX-512 without bfloat16, a Skylake-class CPU, so it
+would resolve ``auto`` to float32 on its own; the other is this machine as it is (AVX512-BF16 or
+AMX: bfloat16). Whichever resolves ``auto`` first decides it for the deployment; the other must
+find, extend and train on the same feature folder.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from tests.processes import stpipe, summary_values
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}  # oneDNN emulates bfloat16 there
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # oneDNN has no bfloat16 convolutions there
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_hosts_that_resolve_auto_differently_share_one_feature_store(
     # The other host: `settings` shows the deployment's decision, and its own hardware.
     shown = stpipe(settings, "settings", **hosts[second]).stdout
     assert f"{alone} (auto, decided by" in shown
-    assert ("avx2 (capped from" in shown) == (second == "float32-host")
+    assert ("avx512_core (capped from" in shown) == (second == "float32-host")
 
     # It finds every clip's features already there: nothing is computed again ...
     again = summary_values(stpipe(settings, "extract", **hosts[second]).stdout)
@@ -80,20 +81,24 @@ def test_hosts_that_resolve_auto_differently_share_one_feature_store(
     assert _record(settings) == record  # nobody decided again
 
 
+@pytest.mark.parametrize(
+    "host", [NO_BF16, {**AVX2, "TF_ENABLE_ONEDNN_OPTS": "0"}], ids=["avx512-core", "avx2-eigen"]
+)
 def test_features_of_a_host_that_emulates_bfloat16_match_the_native_ones(
-    tmp_path: Path, auto_settings: Settings, make_settings
+    tmp_path: Path, auto_settings: Settings, make_settings, host: dict[str, str]
 ) -> None:  # type: ignore[no-untyped-def]
-    """A host without bfloat16 hardware computes the deployment's bfloat16 features emulated:
-    the same feature set, numbers within bfloat16's rounding of the native ones."""
+    """A host without bfloat16 hardware computes the deployment's bfloat16 features emulated
+    (oneDNN on AVX-512; TensorFlow's Eigen kernels with oneDNN off): the same feature set,
+    numbers within bfloat16's rounding of the native ones."""
     colour_video(tmp_path / "in" / "a.mp4", [(250, 0, 0), (0, 250, 0), (0, 0, 250)])
     tone_file(tmp_path / "in" / "b.wav", seconds=1.2, freq=500)
     features = {}
-    for host, env in {"native": {}, "emulated": NO_BF16}.items():
-        settings = make_settings(cnn_precision="bfloat16", data_dir=str(tmp_path / host))
+    for name, env in {"native": {}, "emulated": host}.items():
+        settings = make_settings(cnn_precision="bfloat16", data_dir=str(tmp_path / name))
         stpipe(settings, "ingest", str(tmp_path / "in"), **env)
         stpipe(settings, "extract", **env)
         rows = FeatureStore.from_settings(settings).read_segments()
-        features[host] = {
+        features[name] = {
             (clip, seg.segment_index, stream): seg.stream(stream)
             for clip, segs in rows.items()
             for seg in segs
@@ -105,6 +110,18 @@ def test_features_of_a_host_that_emulates_bfloat16_match_the_native_ones(
         b = features["emulated"][key]
         cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         assert cosine.min() >= 0.999, (key, cosine.min())
+
+
+def test_a_host_that_cannot_run_bfloat16_says_how_to(
+    tmp_path: Path, auto_settings: Settings, make_settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(cnn_precision="bfloat16")
+    tone_file(tmp_path / "in" / "b.wav", seconds=1.2, freq=500)
+    stpipe(settings, "ingest", str(tmp_path / "in"), **AVX2)
+    failed = stpipe(settings, "extract", check=False, **AVX2)
+    assert failed.returncode == 1
+    assert "TF_ENABLE_ONEDNN_OPTS=0" in failed.stderr + failed.stdout
+    assert not FeatureStore.from_settings(settings).clip_ids()
 
 
 def _decide(root: str, cap: str, start: multiprocessing.synchronize.Event) -> str:
