@@ -69,7 +69,8 @@ def onednn_runs_bf16(features: CpuFeatures) -> bool:
 
 def cpu_features() -> CpuFeatures:
     """This host's :class:`CpuFeatures` (cheap: reads ``/proc`` each call)."""
-    model, flags = platform.processor() or "unknown", set()
+    model = platform.processor() or "unknown"
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
