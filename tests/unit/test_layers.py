@@ -10,10 +10,12 @@ from tests.conftest import REPO
 
 #: Bottom to top. ``features.identity`` is standard-library only and names what the settings
 #: hash (the CNN's identity, the extractor version), so it sits with the settings;
-#: ``labels`` (the label rule, errors only) sits there too, for the warehouse's feedback.
+#: ``labels`` (the label rule, errors only) sits there too, for the warehouse's feedback, and so
+#: does ``features.precision`` (what ``auto`` means in a deployment, recorded with the storage
+#: layer), which the settings resolve. ``hardware`` reads ``/proc`` with the standard library.
 LAYERS: list[set[str]] = [
-    {"errors", "text"},
-    {"storage", "progress", "tfenv", "config", "features.identity", "labels"},
+    {"errors", "text", "hardware"},
+    {"storage", "progress", "tfenv", "config", "features.identity", "features.precision", "labels"},
     {"warehouse", "media"},
     {"features"},
     {"model"},
