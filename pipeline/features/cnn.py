@@ -81,11 +81,30 @@ def build_frame_encoder(
 
 
 def use_precision(precision: str) -> None:
-    """Set Keras' global dtype policy before building a model (bfloat16 = mixed_bfloat16)."""
+    """Set Keras' global dtype policy before building a model (bfloat16 = mixed_bfloat16;
+    on a host whose TensorFlow cannot run bfloat16 convolutions, a ConfigError says what to
+    do)."""
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}.get(precision)
     if policy is None:
         raise ConfigError(f"unknown CNN precision {precision!r}; use float32, bfloat16 or auto")
+    if precision == "bfloat16":
+        _check_bf16_runs_here()
     keras.config.set_dtype_policy(policy)
+
+
+def _check_bf16_runs_here() -> None:
+    """Stop with what to do where TensorFlow cannot run bfloat16 convolutions at all."""
+    from pipeline.hardware import cpu_features, onednn_runs_bf16
+
+    host = cpu_features()
+    if not host.gpus and not onednn_runs_bf16(host):
+        raise ConfigError(
+            f"this host's CPU ({host.isa}) has no bfloat16 convolutions in oneDNN, and this "
+            "deployment's features are bfloat16. Set TF_ENABLE_ONEDNN_OPTS=0 in this worker's "
+            "environment (TensorFlow's own bfloat16 kernels: same features, about 2.5x slower "
+            "than a bfloat16 CPU), run extraction on hosts with AVX-512, or pin "
+            "PIPELINE_CNN_PRECISION=float32 for the whole deployment."
+        )
 
 
 class FrameEmbedder:
@@ -125,17 +144,8 @@ def build_embedder(
 ) -> FrameEmbedder:
     """The extractor a stage uses: encoder at the requested precision, batched, and warmed up
     (traced and run once), so that the first real batch runs at full speed."""
-    from pipeline.hardware import cpu_features, onednn_runs_bf16
+    from pipeline.hardware import cpu_features
 
-    host = cpu_features()
-    if precision == "bfloat16" and not host.gpus and not onednn_runs_bf16(host):
-        raise ConfigError(
-            f"this host's CPU ({host.isa}) has no bfloat16 convolutions in oneDNN, and this "
-            "deployment's features are bfloat16. Set TF_ENABLE_ONEDNN_OPTS=0 in this worker's "
-            "environment (TensorFlow's own bfloat16 kernels: same features, about 2.5x slower "
-            "than a bfloat16 CPU), run extraction on hosts with AVX-512, or pin "
-            "PIPELINE_CNN_PRECISION=float32 for the whole deployment."
-        )
     use_precision(precision)
     try:
         encoder = build_frame_encoder(weights, image_size, seed=seed)
@@ -143,6 +153,7 @@ def build_embedder(
         keras.config.set_dtype_policy("float32")
     embedder = FrameEmbedder(encoder, batch_size)
     embedder.embed_frames(np.zeros((1, image_size, image_size, 3), np.uint8))
+    host = cpu_features()
     log.info(
         "VGG-16 frame encoder ready: weights=%s, %dx%d, %s, batch %d, devices=%s, %s",
         weights,
