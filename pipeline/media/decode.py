@@ -8,7 +8,10 @@ the limits) is in :mod:`pipeline.media.probe`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,12 +139,40 @@ def _stack_by_segment(
             picked = []
 
 
+#: How far the sampler reads packets ahead of the decoder: far enough to see the next keyframe
+#: of a usual GOP (2-10 s), bounded in bytes so that huge packets cannot take the memory.
+LOOKAHEAD_PACKETS = 300
+LOOKAHEAD_BYTES = 16 << 20
+#: How many packets after a frame (in decode order) are searched for the one that replaces it
+#: on screen: B-frame reordering keeps it within a few packets.
+REORDER_PACKETS = 16
+
+
+@dataclass
+class _Queued:
+    """A demuxed packet waiting in the lookahead, with its time (seconds from the stream's
+    start; None without a timestamp) and what the sampler decided for it."""
+
+    packet: Any
+    time: float | None
+    keyframe: bool
+    drop: bool = False  # no sample needs any frame from here to the next keyframe
+
+
 class _FrameSampler:
     """Walks a video stream's decoded frames forward and picks the frame on screen (the newest
     decoded one, until the next) at each of a list of increasing times, seeking over long gaps.
 
-    Every decoded frame counts against the frame budget and is checked against the frame-size
-    limit; each picked frame is converted to RGB once, however many sample times it covers.
+    Only frames a sample can need are decoded; the images are exactly those of decoding every
+    frame. The packets are read up to :data:`LOOKAHEAD_PACKETS` ahead of the decoder, so that
+    (1) the packets between the last frame a sample needs and the next keyframe are never sent
+    to the decoder (nothing after a keyframe refers to them), and (2) a frame that another
+    frame replaces on screen before the next sample time is decoded with ``skip_frame =
+    NONREF``: the decoder drops it if no other frame refers to it (most B-frames).
+
+    Every packet read counts against the frame budget, and every decoded frame is checked
+    against the frame-size limit; each picked frame is converted to RGB once, however many
+    sample times it covers.
     """
 
     def __init__(
@@ -151,17 +182,24 @@ class _FrameSampler:
         self.image_size = image_size
         self.limits = limits
         self.origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        self.frames = container.decode(stream)
-        self.decoded = 0
+        self.times: Sequence[float] = ()
+        self.budget = 0
+        self.span_seconds = 0.0
+        self.read = 0  # packets taken from the demuxer: each one a frame, decoded or not
+        self.decoded = 0  # frames out of the decoder
+        self.skipped = 0  # packets never sent to the decoder
+        self.frames: Iterator[Any] = iter(())
         self.shown: Any = None  # the frame on screen; None before the first (or after a seek)
         self.shown_rgb: npt.NDArray[np.uint8] | None = None
 
     def images_at(
         self, times: Sequence[float], span_seconds: float, seek_gap_seconds: float
     ) -> Iterator[npt.NDArray[np.uint8]]:
-        """One uint8 ``(S, S, 3)`` RGB image per time (seconds from the stream's start); times
-        after the last frame get the last frame."""
-        budget = self.limits.frame_budget(span_seconds)
+        """One uint8 ``(S, S, 3)`` RGB image per time (seconds from the stream's start,
+        increasing); times after the last frame get the last frame."""
+        self.times, self.span_seconds = times, span_seconds
+        self.budget = self.limits.frame_budget(span_seconds)
+        self.frames = self._needed_frames()
         k = 0  # next time
         sought = -1  # the time the decoder last sought to (never seek twice for one)
         last: npt.NDArray[np.uint8] | None = None
@@ -170,7 +208,7 @@ class _FrameSampler:
                 frame = next(self.frames, None)
                 if frame is None:
                     break
-                t = self._checked_time(frame, budget, span_seconds)
+                t = self._checked_time(frame)
                 while k < len(times) and times[k] < t:
                     if self.shown is None:  # a sample time before the first frame's timestamp
                         self._show(frame)
@@ -185,16 +223,94 @@ class _FrameSampler:
             raise MediaError(f"cannot decode {self.uri}: {describe_av_error(exc)}") from exc
         yield from self._repeat_last(len(times) - k, last)
 
-    def _checked_time(self, frame: Any, budget: int, span_seconds: float) -> float:
-        """The frame's time in seconds from the stream's start, once it passes the limits."""
-        t = (frame.time - self.origin) if frame.time is not None else self.decoded / 25.0
-        self.decoded += 1
-        if self.decoded > budget:
+    # The decoder's side -----------------------------------------------------------------------
+
+    def _needed_frames(self) -> Iterator[Any]:
+        """Decoded frames in display order, from the packets some sample time may need."""
+        packets = self.container.demux(self.stream)
+        ahead: deque[_Queued] = deque()
+        ahead_bytes = 0
+        codec = self.stream.codec_context
+        exhausted = False
+        while True:
+            while (
+                not exhausted and len(ahead) < LOOKAHEAD_PACKETS and ahead_bytes < LOOKAHEAD_BYTES
+            ):
+                packet = next(packets, None)
+                if packet is None:
+                    exhausted = True
+                    break
+                ahead.append(self._queued(packet))
+                ahead_bytes += packet.size
+                if ahead[-1].keyframe:
+                    self._drop_before_keyframe(ahead)
+            if not ahead:
+                return
+            item = ahead.popleft()
+            ahead_bytes -= item.packet.size
+            if item.packet.size:  # not the end-of-stream packet that drains the decoder
+                self._count_packet()
+            if item.drop:
+                self.skipped += 1
+                continue
+            codec.skip_frame = "NONREF" if self._replaced_before_needed(item, ahead) else "DEFAULT"
+            yield from item.packet.decode()
+
+    def _queued(self, packet: Any) -> _Queued:
+        time = None
+        if packet.pts is not None and packet.size:
+            time = float(packet.pts * self.stream.time_base) - self.origin
+        return _Queued(packet, time, bool(packet.is_keyframe) and time is not None)
+
+    def _count_packet(self) -> None:
+        self.read += 1
+        if self.read > self.budget:
             raise LimitError(
-                f"{self.uri}: decoded {self.decoded:,} frames for {span_seconds:.1f} s of video "
+                f"{self.uri}: read {self.read:,} frames for {self.span_seconds:.1f} s of video "
                 "(timestamps that do not advance, or an absurd frame rate)",
                 "PIPELINE_MAX_FPS",
             )
+
+    def _drop_before_keyframe(self, ahead: deque[_Queued]) -> None:
+        """Mark the packets just before the keyframe ``ahead[-1]`` that no sample needs.
+
+        Walking back from the keyframe at ``K`` s, a run of packets whose earliest frame is at
+        ``m`` s is unneeded when no sample time lies in ``[m, K)``: at those times another frame
+        is on screen. Frames after the keyframe do not refer to them (leading B-frames of an
+        open GOP may, but they are replaced by the keyframe before any later sample time).
+        """
+        key_time = ahead[-1].time
+        assert key_time is not None
+        first_at_key = bisect.bisect_left(self.times, key_time)
+        earliest = math.inf
+        for item in reversed(list(itertools.islice(ahead, len(ahead) - 1))):
+            if item.keyframe or item.drop or item.time is None:
+                return  # the previous GOP, already judged, or a frame that cannot be placed
+            earliest = min(earliest, item.time)
+            if bisect.bisect_left(self.times, earliest) < first_at_key:
+                return  # a sample time falls on this run
+            item.drop = True
+
+    def _replaced_before_needed(self, item: _Queued, ahead: deque[_Queued]) -> bool:
+        """Whether a later frame (within the next :data:`REORDER_PACKETS` packets) takes this
+        one's place on screen before the first sample time at or after it."""
+        if item.time is None or item.keyframe:
+            return False
+        k = bisect.bisect_left(self.times, item.time)
+        if k == len(self.times):
+            return True  # after the last sample time
+        needed_at = self.times[k]
+        return any(
+            other.time is not None and item.time < other.time <= needed_at and not other.drop
+            for other in itertools.islice(ahead, REORDER_PACKETS)
+        )
+
+    # The sampler's side -----------------------------------------------------------------------
+
+    def _checked_time(self, frame: Any) -> float:
+        """The frame's time in seconds from the stream's start, once it passes the limits."""
+        t = (frame.time - self.origin) if frame.time is not None else self.decoded / 25.0
+        self.decoded += 1
         self.limits.check_frame_size(frame.width, frame.height)
         return t
 
@@ -212,7 +328,7 @@ class _FrameSampler:
         first frame decoded from there."""
         target = int((seconds + self.origin) / self.stream.time_base)
         self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-        self.frames = self.container.decode(self.stream)
+        self.frames = self._needed_frames()
         self.shown, self.shown_rgb = None, None
 
     def _repeat_last(
