@@ -257,9 +257,10 @@ class _FrameSampler:
             yield from item.packet.decode()
 
     def _queued(self, packet: Any) -> _Queued:
-        time = None
-        if packet.pts is not None and packet.size:
-            base = self.stream.time_base  # as PyAV computes frame.time, to the last bit
+        time = None  # unplaced: decoded, never skipped
+        base = self.stream.time_base  # None for a 0/0 time base
+        if packet.pts is not None and packet.size and base:
+            # as PyAV computes frame.time, to the last bit
             time = float(packet.pts) * base.numerator / base.denominator - self.origin
         return _Queued(packet, time, bool(packet.is_keyframe) and time is not None)
 
