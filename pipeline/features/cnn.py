@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from pipeline.errors import ConfigError
 from pipeline.features.identity import FEATURE_DIM
+from pipeline.hardware import cpu_features, onednn_runs_bf16
 from pipeline.tfenv import keras, tf
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ def use_precision(precision: str) -> None:
 
 def _check_bf16_runs_here() -> None:
     """Stop with what to do where TensorFlow cannot run bfloat16 convolutions at all."""
-    from pipeline.hardware import cpu_features, onednn_runs_bf16
-
     host = cpu_features()
     if not host.gpus and not onednn_runs_bf16(host):
         raise ConfigError(
@@ -144,8 +143,6 @@ def build_embedder(
 ) -> FrameEmbedder:
     """The extractor a stage uses: encoder at the requested precision, batched, and warmed up
     (traced and run once), so that the first real batch runs at full speed."""
-    from pipeline.hardware import cpu_features
-
     use_precision(precision)
     try:
         encoder = build_frame_encoder(weights, image_size, seed=seed)

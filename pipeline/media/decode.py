@@ -182,6 +182,8 @@ class _FrameSampler:
         self.to_rgb = _RgbScaler(image_size)
         self.limits = limits
         self.origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        base = stream.time_base  # None for a 0/0 time base: no packet can be placed
+        self.tick = (base.numerator, base.denominator) if base else None
         self.times: Sequence[float] = ()
         self.budget = 0
         self.span_seconds = 0.0
@@ -258,10 +260,9 @@ class _FrameSampler:
 
     def _queued(self, packet: Any) -> _Queued:
         time = None  # unplaced: decoded, never skipped
-        base = self.stream.time_base  # None for a 0/0 time base
-        if packet.pts is not None and packet.size and base:
-            # as PyAV computes frame.time, to the last bit
-            time = float(packet.pts) * base.numerator / base.denominator - self.origin
+        if packet.pts is not None and packet.size and self.tick:
+            numerator, denominator = self.tick  # as PyAV computes frame.time, to the last bit
+            time = float(packet.pts) * numerator / denominator - self.origin
         return _Queued(packet, time, bool(packet.is_keyframe) and time is not None)
 
     def _count_packet(self) -> None:
@@ -285,7 +286,7 @@ class _FrameSampler:
         assert key_time is not None
         first_at_key = bisect.bisect_left(self.times, key_time)
         earliest = math.inf
-        for item in reversed(list(itertools.islice(ahead, len(ahead) - 1))):
+        for item in itertools.islice(reversed(ahead), 1, None):
             if item.keyframe or item.drop or item.time is None:
                 return  # the previous GOP, already judged, or a frame that cannot be placed
             earliest = min(earliest, item.time)
