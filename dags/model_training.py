@@ -11,7 +11,8 @@ set the run), or with their defaults by `stpipe_feedback`, which `feedback_watch
    [0.0, 0.3]}`) expands into one candidate per combination (one candidate when empty).
 3. `train_candidate` (one mapped task per candidate): train, evaluate on val and test, register
    as a candidate version. A killed task resumes from its last epoch when retried.
-4. `select_best`: the candidate with the highest validation macro-F1.
+4. `select_best`: the candidate with the highest validation macro-F1 (of tied ones, the first
+   in grid order, so a fleet promotes what one process would).
 5. `promotion_gate` (branch): `promote_model` when the best candidate's macro-F1 on the current
    test split is at least production's (+ `PIPELINE_PROMOTION_MARGIN`), else `keep_production`;
    `promote` = yes / no overrides the gate. A promotion emits `stpipe_models`, which triggers

@@ -36,11 +36,16 @@ def candidate_grid(base: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list
 
 
 def best_candidate(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate with the highest validation macro-F1 (ties: the earliest version)."""
+    """The candidate with the highest validation macro-F1; of tied ones, the first in grid order.
+
+    ``results`` come in grid order (the mapped tasks' map indexes). Ties are not broken by
+    version: versions are handed out in the order trainings finish registering, which on a
+    fleet depends on which worker was faster, so the same grid would promote different models.
+    """
     if not results:
         raise DataValidationError("no candidate model was trained")
     ranked = sorted(
-        results,
-        key=lambda r: (-((r.get("val_metrics") or {}).get("macro_f1") or 0.0), r["model_version"]),
+        enumerate(results),
+        key=lambda item: (-((item[1].get("val_metrics") or {}).get("macro_f1") or 0.0), item[0]),
     )
-    return ranked[0]
+    return ranked[0][1]
