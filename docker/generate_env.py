@@ -4,6 +4,7 @@
     python3 docker/generate_env.py                 # docker/secrets/ then docker/.env, once
     python3 docker/generate_env.py --directory D   # D/secrets/ and D/.env instead
     python3 docker/generate_env.py --example > docker/.env.example   # the committed template
+    python3 docker/generate_env.py --add-missing   # upgrade: add the secrets a newer version needs
 
 Standard library only, so it runs before anything is installed. Nothing is ever overwritten:
 the Fernet key encrypts what Airflow has stored, and PostgreSQL keeps the password it was first
@@ -128,6 +129,11 @@ def _postgres_url(driver: str, database: str) -> Callable[[Mapping[str, str]], s
     )
 
 
+def _redis_conf(base: Mapping[str, str]) -> str:
+    # A config file, not --requirepass: a command line is visible to every user of the host.
+    return f"requirepass {base['redis_password']}"
+
+
 def _connections(base: Mapping[str, str]) -> str:
     warehouse = {
         "conn_type": "postgres",
@@ -149,6 +155,7 @@ BASE_VALUES: dict[str, Callable[[], str]] = {
     "airflow_fernet_key": random_fernet_key,
     "warehouse_writer_password": random_password,
     "warehouse_analyst_password": random_password,
+    "redis_password": random_password,
 }
 
 SECRETS: tuple[Secret, ...] = (
@@ -198,6 +205,16 @@ SECRETS: tuple[Secret, ...] = (
         _base("warehouse_analyst_password"),
     ),
     Secret(
+        "redis_conf",
+        "Redis's configuration: the password of its default user (requirepass)",
+        _redis_conf,
+    ),
+    Secret(
+        "celery_broker_url",
+        "the Redis broker with its password ([celery] broker_url)",
+        lambda base: f"redis://:{base['redis_password']}@redis:6379/0",
+    ),
+    Secret(
         "airflow_connections",
         "Airflow connections of the workers' secrets backend: stpipe_warehouse as stpipe_writer",
         _connections,
@@ -239,6 +256,69 @@ def render_secrets() -> dict[str, str]:
     Airflow's ``*_CMD`` options (``cat /run/secrets/...``) take a command's output as it is."""
     base = {name: generate() for name, generate in BASE_VALUES.items()}
     return {secret.name: secret.make(base) for secret in SECRETS}
+
+
+class _Reads(dict[str, str]):
+    """The random values, remembering which of them were read."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def secret_sources() -> dict[str, set[str]]:
+    """Secret name -> the random values it is made of."""
+    sources = {}
+    for secret in SECRETS:
+        base = _Reads({name: "" for name in BASE_VALUES})
+        secret.make(base)
+        sources[secret.name] = base.read
+    return sources
+
+
+def missing_secrets(directory: Path) -> dict[str, str]:
+    """The secrets this version needs that ``directory`` lacks (a deployment made by an earlier
+    version), made from fresh random values.
+
+    Raises:
+        ValueError: a missing secret shares a random value with one that exists (it cannot be
+            made to agree with it).
+    """
+    present = {path.name for path in directory.iterdir()}
+    sources = secret_sources()
+    missing = [secret.name for secret in SECRETS if secret.name not in present]
+    for name in missing:
+        shared = sorted(other for other in present & set(sources) if sources[other] & sources[name])
+        if shared:
+            raise ValueError(
+                f"{directory / name} is missing but {', '.join(shared)} (made from the same "
+                f"random value) exists: restore it from a backup, or remove {', '.join(shared)} "
+                "too so that both are made again"
+            )
+    fresh = render_secrets()
+    return {name: fresh[name] for name in missing}
+
+
+def add_secrets(directory: Path, contents: Mapping[str, str]) -> None:
+    """Add ``contents`` to an existing secrets folder, each file created at once with mode 0644
+    and never replacing one.
+
+    Raises:
+        FileExistsError: one of them appeared meanwhile (those before it were added).
+    """
+    for name, text in contents.items():
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.chmod(tmp, 0o644)
+            os.link(tmp, directory / name)  # unlike a rename, fails if it exists
+        finally:
+            os.unlink(tmp)
 
 
 def write_secrets(directory: Path, contents: Mapping[str, str]) -> None:
@@ -292,6 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--example", action="store_true", help="print the template of docker/.env instead"
     )
+    parser.add_argument(
+        "--add-missing",
+        action="store_true",
+        help="upgrade a deployment: add only the secrets DIRECTORY/secrets/ lacks (a newer "
+        "version needs them), keeping every existing one",
+    )
     args = parser.parse_args(argv)
     try:
         env_text = render_env(args.admin_user, example=args.example)
@@ -301,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(env_text)
         return 0
     env_file, secrets_dir = args.directory / ".env", args.directory / "secrets"
+    if args.add_missing:
+        return _add_missing(secrets_dir)
     existing = [str(path) for path in (env_file, secrets_dir) if path.exists()]
     if existing:
         sys.stderr.write(
@@ -315,6 +403,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{exc} appeared while writing; nothing was overwritten.\n")
         return 1
     sys.stderr.write(f"wrote {secrets_dir}/ (mode 0700) and {env_file}\n")
+    return 0
+
+
+def _add_missing(secrets_dir: Path) -> int:
+    if not secrets_dir.is_dir():
+        sys.stderr.write(f"{secrets_dir} does not exist: run without --add-missing first.\n")
+        return 1
+    try:
+        missing = missing_secrets(secrets_dir)
+        add_secrets(secrets_dir, missing)
+    except (ValueError, FileExistsError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    if missing:
+        sys.stderr.write(f"added {', '.join(sorted(missing))} to {secrets_dir}/\n")
+    else:
+        sys.stderr.write(f"{secrets_dir}/ has every secret already\n")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The pipeline on a real distributed engine: a CeleryExecutor fleet of processes on this host.
 
 PostgreSQL is Airflow's metadata database (and the warehouse, reached through the Airflow
-connection ``stpipe_warehouse``), the machine's Redis is the Celery broker, and ``airflow
+connection ``stpipe_warehouse``), a password-protected ``redis-server`` of its own, configured
+from docker/generate_env.py's secrets as Compose configures it, is the Celery broker, and ``airflow
 api-server``, ``scheduler``, ``dag-processor``, ``triggerer`` and two Celery workers with their
 own hostnames (``worker-a``, ``worker-b``) each run as a separate process, with the commands the
 Compose services run (tests/deployment_components.py). ``docker/airflow-init.sh`` migrates the
@@ -49,6 +50,7 @@ from pipeline.warehouse.database import Warehouse
 from tests.airflow_deployment import Deployment, free_port
 from tests.conftest import REPO, pipeline_env
 from tests.deployment_components import COMPONENTS
+from tests.redis_server import RedisServer, password_redis
 
 pytestmark = [
     pytest.mark.fleet,
@@ -63,21 +65,9 @@ FLEET_DAGS = ("media_ingest", "feature_extraction", "model_training", "nightly_s
 TRAINING_CONF = {"epochs": 4, "batch_size": 8, "grid": {"lstm_units": [8, 16]}}
 #: Where the summary (and, on failure, the logs) of the last fleet run are kept.
 ARTIFACTS = Path(os.environ.get("STPIPE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "fleet"
-REDIS_URL = os.environ.get("STPIPE_FLEET_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Seconds each phase may take on a busy 2-core machine.
 PHASE_TIMEOUT = 600
 UNFINISHED = ("queued", "running")
-
-
-def _redis_reachable(url: str) -> None:
-    import socket
-
-    parsed = sa.engine.make_url(url.replace("redis://", "redis+x://", 1))
-    try:
-        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 6379), 5):
-            return
-    except OSError as exc:
-        pytest.fail(f"the fleet test needs Redis at {url} (the Celery broker): {exc}")
 
 
 class Fleet:
@@ -172,13 +162,19 @@ class Fleet:
 
 
 @pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    with password_redis(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
 def fleet(
     tmp_path: Path,
+    broker: RedisServer,
     postgres_url: str,
     postgres_admin_url: str,
     make_settings: Callable[..., Settings],
 ) -> Iterator[Fleet]:
-    _redis_reachable(REDIS_URL)
     settings = make_settings(
         data_dir=str(tmp_path / "fleet-data"), extract_clips_per_shard=5, extract_max_shards=16
     )
@@ -192,7 +188,9 @@ def fleet(
     metadata = sa.engine.make_url(postgres_url).set(drivername="postgresql+psycopg2")
     queue = f"stpipe-fleet-{uuid.uuid4().hex[:8]}"  # nothing else on this Redis takes its tasks
     extra_env = {
-        "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+        # The broker as in docker-compose.yml: a password-protected Redis of its own, whose
+        # URL (with the password) the components read from a secret's file.
+        "AIRFLOW__CELERY__BROKER_URL_CMD": f"cat {broker.broker_url_file}",
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata.render_as_string(hide_password=False),
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",

@@ -287,9 +287,10 @@ def test_each_secret_is_a_generated_file_given_only_to_the_services_that_need_it
         "airflow_fernet_key",
         "airflow_jwt_secret",
         "airflow_api_secret_key",
+        "celery_broker_url",
     }
     assert given("postgres") == {"postgres_password"}
-    assert given("redis") == set()
+    assert given("redis") == {"redis_conf"}
     for service in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
         assert given(service) == common, service
     assert given("airflow-triggerer") == common
@@ -306,6 +307,43 @@ def test_each_secret_is_a_generated_file_given_only_to_the_services_that_need_it
         for value in (service.get("environment") or {}).values():
             for path in re.findall(r"/run/secrets/([\w.]+)", str(value)):
                 assert path in mounted, (name, path)
+
+
+def test_redis_wants_the_password_its_health_check_and_the_broker_url_give(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A real redis-server, started as the redis service starts it (from the generated
+    redis_conf), refuses a client without the password; the service's health check and the
+    celery_broker_url secret get in."""
+    import redis
+
+    from tests.redis_server import password_redis
+
+    service = deployment.services["redis"]
+    assert service["command"] == ["redis-server", "/run/secrets/redis_conf"]
+    kind, check = service["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and " -a " not in check  # no password on a command line
+    check = check.replace("$$", "$")  # `config` keeps Compose's escape; containers get a $
+    with password_redis(tmp_path) as server:
+        cli = [shutil.which("redis-cli") or "redis-cli", "-p", str(server.port)]
+        anonymous = subprocess.run([*cli, "ping"], capture_output=True, text=True, timeout=30)
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+        here = check.replace("/run/secrets/redis_conf", str(tmp_path / "redis_conf")).replace(
+            "redis-cli ", " ".join(cli) + " "
+        )
+        assert here != check
+        healthy = subprocess.run(["sh", "-c", here], capture_output=True, text=True, timeout=30)
+        assert healthy.returncode == 0, healthy
+        unhealthy = subprocess.run(
+            ["sh", "-c", here.replace(str(tmp_path / "redis_conf"), "/dev/null")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert unhealthy.returncode != 0  # the check fails without the password
+        client = redis.Redis.from_url(server.broker_url)
+        assert client.ping() is True
+        client.close()
 
 
 def test_without_docker_env_compose_stops_with_a_message(tmp_path: Path) -> None:
@@ -454,6 +492,12 @@ def test_generate_env_makes_fresh_valid_secrets(tmp_path: Path) -> None:
     assert first["warehouse_admin_url"] == (
         f"postgresql+psycopg://airflow:{password}@postgres:5432/warehouse"
     )
+    redis_password = first["redis_conf"].removeprefix("requirepass ")
+    assert first["redis_conf"] == f"requirepass {redis_password}"
+    assert len(redis_password) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", redis_password)
+    assert redis_password not in {first[key] for key in randoms}
+    assert redis_password != second["redis_conf"].removeprefix("requirepass ")
+    assert first["celery_broker_url"] == f"redis://:{redis_password}@redis:6379/0"
     # No trailing newline: Airflow's *_CMD options take `cat`'s output as it is.
     assert not any(value.endswith("\n") for value in first.values())
 
@@ -464,7 +508,7 @@ def test_airflow_reads_the_secrets_through_its_cmd_options(tmp_path: Path) -> No
     check = (
         "from airflow.configuration import conf; import json; print(json.dumps(["
         "conf.get('core', 'fernet_key'), conf.get('api_auth', 'jwt_secret'), "
-        "conf.get('database', 'sql_alchemy_conn')]))"
+        "conf.get('database', 'sql_alchemy_conn'), conf.get('celery', 'broker_url')]))"
     )
     env = {
         **_CLEAN_ENV,
@@ -472,6 +516,7 @@ def test_airflow_reads_the_secrets_through_its_cmd_options(tmp_path: Path) -> No
         "AIRFLOW__CORE__FERNET_KEY_CMD": f"cat {tmp_path / 'secrets' / 'airflow_fernet_key'}",
         "AIRFLOW__API_AUTH__JWT_SECRET_CMD": f"cat {tmp_path / 'secrets' / 'airflow_jwt_secret'}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {tmp_path / 'secrets' / 'airflow_db_url'}",
+        "AIRFLOW__CELERY__BROKER_URL_CMD": f"cat {tmp_path / 'secrets' / 'celery_broker_url'}",
     }
     result = subprocess.run(
         [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120
@@ -481,6 +526,7 @@ def test_airflow_reads_the_secrets_through_its_cmd_options(tmp_path: Path) -> No
         secrets["airflow_fernet_key"],
         secrets["airflow_jwt_secret"],
         secrets["airflow_db_url"],
+        secrets["celery_broker_url"],
     ]
 
 
@@ -499,6 +545,38 @@ def test_generate_env_output_is_private_and_never_overwritten(tmp_path: Path) ->
     (tmp_path / ".env").unlink()
     assert generate_env("--directory", str(tmp_path)).returncode == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets"]  # no temporary left
+
+
+def test_add_missing_upgrades_an_older_deployment_without_touching_its_secrets(
+    tmp_path: Path,
+) -> None:
+    _, secrets = generate_into(tmp_path)
+    secrets_dir = tmp_path / "secrets"
+    # A deployment made before Redis had a password lacks its two secrets.
+    redis_secrets = {"redis_conf", "celery_broker_url"}
+    for name in redis_secrets:
+        (secrets_dir / name).unlink()
+    added = generate_env("--directory", str(tmp_path), "--add-missing")
+    assert added.returncode == 0, added.stderr
+    assert "added celery_broker_url, redis_conf" in added.stderr
+    now = {p.name: p.read_text() for p in secrets_dir.iterdir()}
+    assert now.keys() == secrets.keys()
+    assert {k: v for k, v in now.items() if k not in redis_secrets} == {
+        k: v for k, v in secrets.items() if k not in redis_secrets
+    }
+    password = now["redis_conf"].removeprefix("requirepass ")
+    assert password != secrets["redis_conf"].removeprefix("requirepass ")  # freshly made
+    assert now["celery_broker_url"] == f"redis://:{password}@redis:6379/0"  # and agreeing
+    assert {stat.S_IMODE(p.stat().st_mode) for p in secrets_dir.iterdir()} == {0o644}
+    again = generate_env("--directory", str(tmp_path), "--add-missing")
+    assert again.returncode == 0 and "every secret already" in again.stderr
+    assert {p.name: p.read_text() for p in secrets_dir.iterdir()} == now
+    # Half of a pair cannot be made to agree with the other half: refused, nothing written.
+    (secrets_dir / "celery_broker_url").unlink()
+    refused = generate_env("--directory", str(tmp_path), "--add-missing")
+    assert refused.returncode == 1 and "redis_conf" in refused.stderr, refused.stderr
+    assert not (secrets_dir / "celery_broker_url").exists()
+    assert generate_env("--directory", str(tmp_path / "none"), "--add-missing").returncode == 1
 
 
 def test_env_and_secrets_are_git_ignored_and_kept_out_of_the_image() -> None:
