@@ -34,7 +34,7 @@ from pipeline.training.data import prepare_data
 from pipeline.training.job import TrainingJob, TrainResult
 from pipeline.training.params import TrainParams
 from pipeline.warehouse.claims import WarehouseClaims
-from pipeline.warehouse.database import FeedbackItem, FeedbackRecord, Warehouse
+from pipeline.warehouse.database import FeedbackItem, FeedbackRecord, Warehouse, as_datetime
 
 if TYPE_CHECKING:
     from pipeline.features.cnn import FrameEmbedder
@@ -344,16 +344,21 @@ def _read_feedback_csv(csv_uri: str, reviewer: str) -> list[FeedbackItem]:
     return items
 
 
-def run_feedback_check(settings: Settings) -> dict[str, Any]:
-    """Reviewer labels recorded since the newest model version was created, and whether they
-    call for retraining: ``PIPELINE_RETRAIN_MIN_FEEDBACK`` > 0 (0 = off) and reached."""
+def run_feedback_check(settings: Settings, announced_at: datetime | None = None) -> dict[str, Any]:
+    """Reviewer labels recorded since the newest model version was created, or since
+    ``announced_at`` (when retraining was last called for) if that is later, and whether they
+    call for retraining: ``PIPELINE_RETRAIN_MIN_FEEDBACK`` > 0 (0 = off) and reached. Counting
+    from the last call means labels call for retraining once, not every hour until a new
+    version exists (a training that is still running, failed or reused the newest version)."""
     with Warehouse.connect(settings.warehouse) as warehouse:
         models = warehouse.models()
-        since = models[-1].created_at if models else None
+        newest = models[-1].created_at if models else None
+        since = max((as_datetime(t) for t in (newest, announced_at) if t is not None), default=None)
         new_labels = warehouse.feedback_count_since(since)
     minimum = settings.retrain_min_feedback
     return {
         "new_labels": new_labels,
+        "since": since.isoformat() if since is not None else None,
         "retrain_min_feedback": minimum,
         "retrain": minimum > 0 and new_labels >= minimum,
     }

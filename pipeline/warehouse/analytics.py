@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipeline.warehouse.connection import WarehouseConnection
-from pipeline.warehouse.work_claims import _as_datetime
+from pipeline.warehouse.work_claims import as_datetime
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ class AnalyticsSql(WarehouseConnection):
                         **r._mapping,
                         "confidence": float(r.confidence),
                         "probabilities": json.loads(r.probabilities),
-                        "scored_at": _as_datetime(r.scored_at),
+                        "scored_at": as_datetime(r.scored_at),
                     }
                 )
                 for r in rows

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time
 import sqlalchemy as sa
 
 from pipeline.warehouse.connection import WarehouseConnection
-from pipeline.warehouse.work_claims import _as_datetime
+from pipeline.warehouse.work_claims import as_datetime
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class DailyReportSql(WarehouseConnection):
             )
             records = []
             for r in rows:
-                first, last = _as_datetime(r.first_scored_at), _as_datetime(r.last_scored_at)
+                first, last = as_datetime(r.first_scored_at), as_datetime(r.last_scored_at)
                 seconds = (last - first).total_seconds()
                 records.append(
                     ScoringRunRecord(r.run_id, r.model_version, int(r.clips), first, last, seconds)

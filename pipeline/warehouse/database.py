@@ -23,7 +23,7 @@ from pipeline.warehouse.models import ModelRecord, ModelsSql
 from pipeline.warehouse.predictions import PredictionsSql
 from pipeline.warehouse.reports import ReportsSql
 from pipeline.warehouse.roles import ANALYST_ROLE, WRITER_ROLE, RolesSql
-from pipeline.warehouse.work_claims import WorkClaimsSql, _as_datetime
+from pipeline.warehouse.work_claims import WorkClaimsSql, as_datetime
 
 __all__ = [
     "ANALYST_ROLE",
@@ -33,7 +33,7 @@ __all__ = [
     "FeedbackRecord",
     "ModelRecord",
     "Warehouse",
-    "_as_datetime",
+    "as_datetime",
     "split_sql",
     "sql_dir",
     "utc_now",

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from pipeline.errors import ConfigError, InfrastructureError
 from pipeline.labels import label_problem
 from pipeline.warehouse.connection import WarehouseConnection, utc_now
-from pipeline.warehouse.work_claims import _as_datetime
+from pipeline.warehouse.work_claims import as_datetime
 
 #: Shortest clip-id prefix accepted for a clip (a clip id is 64 hex digits).
 MIN_CLIP_PREFIX = 8
@@ -91,7 +91,7 @@ class FeedbackSql(WarehouseConnection):
         sql, params = "SELECT COUNT(*) FROM label_feedback", {}
         if when is not None:
             sql += " WHERE created_at > :t"
-            params["t"] = _as_datetime(when).astimezone(UTC)
+            params["t"] = as_datetime(when).astimezone(UTC)
         with self.engine.connect() as conn:
             return int(conn.execute(sa.text(sql), params).scalar_one())
 
@@ -195,5 +195,5 @@ def _resolve_clip(conn: Connection, clip_id: str, where: str) -> tuple[str, str 
 def _record(row: Any) -> FeedbackRecord:
     values = dict(row)
     values["id"] = int(values["id"])
-    values["created_at"] = _as_datetime(values["created_at"])
+    values["created_at"] = as_datetime(values["created_at"])
     return FeedbackRecord(**values)

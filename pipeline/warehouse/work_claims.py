@@ -38,7 +38,7 @@ class WorkClaimsSql(WarehouseConnection):
                     {"r": list(chunk)},
                 ).all()
                 for row in held:
-                    if row.owner != owner and stale(row.owner, _as_datetime(row.heartbeat_at)):
+                    if row.owner != owner and stale(row.owner, as_datetime(row.heartbeat_at)):
                         log.info("taking over %s from %s (gone)", row.resource, row.owner)
                         conn.execute(
                             sa.text("DELETE FROM work_claims WHERE resource = :r AND owner = :o"),
@@ -85,7 +85,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _as_datetime(value: Any) -> datetime:
+def as_datetime(value: Any) -> datetime:
     """A timestamp column as an aware datetime (SQLite hands back text)."""
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -156,6 +156,30 @@ def test_a_worse_candidate_is_kept_out_of_production(dag_bag: Any, dag_env: Sett
     assert production is not None and production.model_version == good["result"]["model_version"]
 
 
+def test_feedback_watch_calls_for_retraining_once_per_batch_of_labels(
+    dag_bag: Any, dag_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.stages import run_label
+    from tests.unit.test_warehouse import _clip
+
+    monkeypatch.setenv("PIPELINE_RETRAIN_MIN_FEEDBACK", "2")
+    clips = [c * 64 for c in "abcd"]
+    with Warehouse.connect(dag_env.warehouse) as wh:
+        for clip in clips:
+            wh.add_clip(_clip(clip))
+    for clip in clips[:2]:
+        run_label(dag_env, clip, "cat", reviewer="ana")
+    first = _run(dag_bag, "feedback_watch")
+    assert first["states"]["announce_feedback"] == ["success"]
+    # An hour later no model was trained yet: the same two labels do not call again.
+    again = _run(dag_bag, "feedback_watch")
+    assert again["states"]["check_feedback"] == ["success"]
+    assert again["states"]["announce_feedback"] == ["skipped"]
+    for clip in clips[2:]:
+        run_label(dag_env, clip, "dog", reviewer="bo")
+    assert _run(dag_bag, "feedback_watch")["states"]["announce_feedback"] == ["success"]
+
+
 def test_training_params_are_validated(dag_bag: Any, dag_env: Settings) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 

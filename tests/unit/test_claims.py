@@ -16,7 +16,7 @@ from pipeline.features.store import FeatureStore
 from pipeline.media.sequences import SequenceSpec
 from pipeline.stages import run_ingest
 from pipeline.warehouse.claims import WarehouseClaims, owner_is_dead, process_owner
-from pipeline.warehouse.database import Warehouse, _as_datetime, utc_now
+from pipeline.warehouse.database import Warehouse, as_datetime, utc_now
 from tests.media_factory import tone_file
 
 
@@ -88,7 +88,7 @@ def test_claims_elsewhere_lapse_with_their_lease_and_heartbeats_renew_them(
     with claims:  # its heartbeat keeps the claim fresh well past one lease
         time.sleep(1.6)
         [row] = warehouse.query("SELECT heartbeat_at FROM work_claims")
-        assert utc_now() - _as_datetime(row["heartbeat_at"]) < timedelta(seconds=1)
+        assert utc_now() - as_datetime(row["heartbeat_at"]) < timedelta(seconds=1)
     assert warehouse.query("SELECT * FROM work_claims") == []
 
 

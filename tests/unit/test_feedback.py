@@ -198,8 +198,23 @@ def test_retraining_is_called_for_once_enough_labels_arrived_and_is_off_by_defau
         warehouse.add_clip(_clip(CLIP_A))
         warehouse.add_clip(_clip(CLIP_B))
     run_label(off, CLIP_A, "dog", reviewer="ana")
-    assert run_feedback_check(off) == {"new_labels": 1, "retrain_min_feedback": 0, "retrain": False}
+    assert run_feedback_check(off) == {
+        "new_labels": 1,
+        "since": None,
+        "retrain_min_feedback": 0,
+        "retrain": False,
+    }
     on = make_settings(retrain_min_feedback=2)
     assert not run_feedback_check(on)["retrain"]
     run_label(on, CLIP_B, "cat", reviewer="ana")
-    assert run_feedback_check(on) == {"new_labels": 2, "retrain_min_feedback": 2, "retrain": True}
+    assert run_feedback_check(on)["new_labels"] == 2 and run_feedback_check(on)["retrain"]
+    # Once retraining was called for, those labels do not call for it again ...
+    announced = datetime.now(UTC)
+    assert run_feedback_check(on, announced) == {
+        "new_labels": 0,
+        "since": announced.isoformat(),
+        "retrain_min_feedback": 2,
+        "retrain": False,
+    }
+    # ... and an announcement older than the newest label counts from that label's model.
+    assert run_feedback_check(on, announced - timedelta(days=1))["new_labels"] == 2
