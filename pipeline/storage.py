@@ -354,17 +354,20 @@ def write_bytes(uri: str, data: bytes) -> None:
 def create_exclusive(uri: str, data: bytes) -> bool:
     """Write ``data`` to ``uri`` only if nothing is there yet; True if this call wrote it.
 
-    Local: the file is written under a temporary name and hard-linked into place, which fails
-    if the name exists, so of writers racing on one machine or one NFS export exactly one wins
-    and nobody sees a partial file. Object stores have no such primitive here: the file is
-    written if absent, so two first writers at the same instant may both write, and the later
-    PUT stands (callers read the file back rather than trust their own copy).
+    Of writers racing on one name exactly one wins, and nobody sees a partial file. Local: the
+    file is written under a temporary name and hard-linked into place, which fails if the name
+    exists (on one machine or one NFS export). S3: a conditional PUT (``If-None-Match: *``,
+    s3fs's ``mode="create"``), which the store refuses if the key exists. Other fsspec file
+    systems without conditional writes check, then write: two first writers at the same
+    instant may both write and the later one stands (callers read the file back rather than
+    trust their own copy).
     """
     if is_remote(uri):
-        if exists(uri):
+        try:
+            _fs(uri).pipe_file(uri, data, mode="create")
+            return True
+        except FileExistsError:
             return False
-        write_bytes(uri, data)
-        return True
     target = _local(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")

@@ -68,6 +68,41 @@ def s3_endpoint() -> Iterator[dict[str, str]]:
         server.wait(timeout=10)
 
 
+def test_of_writers_racing_to_create_one_s3_object_exactly_one_wins(
+    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes the deployment's ``auto`` precision one decision on an object store too: a
+    conditional PUT, refused once the key exists."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+    import s3fs
+
+    from pipeline import storage
+
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
+    ).mkdir(bucket)
+    for attempt in range(5):
+        uri = f"s3://{bucket}/features/{attempt}/precision.json"
+        start = threading.Barrier(8)
+
+        def create(i: int, uri: str = uri, start: threading.Barrier = start) -> bool:
+            start.wait()
+            return storage.create_exclusive(uri, f"writer {i}".encode())
+
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(create, range(8)))
+        assert won.count(True) == 1, won
+        assert storage.read_bytes(uri) == f"writer {won.index(True)}".encode()
+    assert not storage.create_exclusive(uri, b"late")
+
+
 def test_pipeline_runs_with_its_data_in_s3(tmp_path: Path, s3_endpoint: dict[str, str]) -> None:
     import s3fs
 
