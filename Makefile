@@ -22,9 +22,11 @@ help:
 	@echo "make bench      the benchmarks, then docs/benchmarks.md (about an hour on 2 cores)"
 	@echo "make clean-data remove ./data (the demo's outputs)"
 
-$(VENV)/.synced: pyproject.toml uv.lock
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (CI's machines) nothing is ever
+# cached, and every process would compile TensorFlow's sources again (16 s, not 5, per import).
+$(VENV)/.synced: pyproject.toml uv.lock Makefile
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --python $(PYTHON) --compile-bytecode
 	@touch $@
 
 demo: $(VENV)/.synced
