@@ -311,14 +311,7 @@ def add_secrets(directory: Path, contents: Mapping[str, str]) -> None:
         FileExistsError: one of them appeared meanwhile (those before it were added).
     """
     for name, text in contents.items():
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".secret-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.chmod(tmp, 0o644)
-            os.link(tmp, directory / name)  # unlike a rename, fails if it exists
-        finally:
-            os.unlink(tmp)
+        write_new_file(directory / name, text, mode=0o644)
 
 
 def write_secrets(directory: Path, contents: Mapping[str, str]) -> None:
@@ -344,8 +337,8 @@ def write_secrets(directory: Path, contents: Mapping[str, str]) -> None:
         raise
 
 
-def write_new_file(path: Path, text: str) -> None:
-    """Create ``path`` holding ``text`` with mode 0600, all at once; an existing file is never
+def write_new_file(path: Path, text: str, mode: int = 0o600) -> None:
+    """Create ``path`` holding ``text`` with ``mode``, all at once; an existing file is never
     replaced.
 
     Raises:
@@ -355,6 +348,7 @@ def write_new_file(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
             out.write(text)
+        os.chmod(tmp, mode)  # whatever the umask
         os.link(tmp, path)  # unlike a rename, fails if path exists
     finally:
         os.unlink(tmp)
