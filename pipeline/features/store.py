@@ -58,6 +58,7 @@ from pipeline.features.index import (
     IndexReader,
     compact,
     entry_table,
+    read_part,
     unindexed_parts,
     write_entry,
 )
@@ -312,7 +313,7 @@ class FeatureStore:
         parts = index.parts if wanted is None else index.parts_holding(wanted)
         found: dict[str, list[SegmentFeatures]] = {}
         for part in parts:
-            table = _read_parquet(self.parquet_uri(part), [*_META_COLUMNS, *streams])
+            table = read_part(self.parquet_uri(part), [*_META_COLUMNS, *streams])
             ids = table.column("clip_id").to_pylist()
             keep = [
                 i
@@ -344,7 +345,7 @@ class FeatureStore:
         wanted = set(clip_ids)
         part_of = index.part_of
         for part in index.parts_holding(wanted):
-            table = _read_parquet(self.parquet_uri(part), ["clip_id", stream])
+            table = read_part(self.parquet_uri(part), ["clip_id", stream])
             mask = [
                 c in wanted and part_of.get(c) == part for c in table.column("clip_id").to_pylist()
             ]
@@ -377,7 +378,7 @@ class FeatureStore:
             if not storage.exists(twin):
                 problems.append(f"{name}: TFRecord twin missing")
                 continue
-            table = _read_parquet(self.parquet_uri(name), [*_INDEXED_COLUMNS, *STREAMS])
+            table = read_part(self.parquet_uri(name), [*_INDEXED_COLUMNS, *STREAMS])
             problems.extend(_index_problems(name, index, table))
             keys = list(
                 zip(
@@ -535,16 +536,6 @@ def _index_problems(name: str, index: FeatureIndex, table: pa.Table) -> list[str
         f"{name}: the index says {len(ours)} segments, the part holds {len(theirs)} (or their "
         "frames differ); run `stpipe features compact --rescan`"
     ]
-
-
-def _read_parquet(uri: str, columns: list[str]) -> pa.Table:
-    try:
-        if storage.is_remote(uri):
-            with storage.open_read(uri) as handle:
-                return pq.read_table(handle, columns=columns)
-        return pq.read_table(uri, columns=columns)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"cannot read feature part {uri}: {exc}") from exc
 
 
 def list_settings_folders(root: str) -> list[str]:

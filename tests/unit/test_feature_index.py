@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import storage
+from pipeline.features import index as index_module
 from pipeline.features.index import KEEP_GENERATIONS, compact
 from pipeline.features.store import FeatureStore, SegmentFeatures
 
@@ -173,15 +175,18 @@ for p in range(parts):
         streams = {"video": video, "audio": np.zeros((0, 512), np.float32)}
         rows.append(SegmentFeatures(f"w{worker}-p{p}-c{i}", 0, 1, 0.0, 1.0, "video", streams))
     store.write_part(rows)
-    if p % 3 == 2:
-        store.compact_index()
+    store.compact_index()
+    # What this writer wrote is visible to a fresh reader at once, whoever compacted last.
+    assert {r.clip_id for r in rows} <= FeatureStore(root, "abc123").clip_ids()
 """
 
 
 @pytest.mark.slow
 def test_concurrent_writers_and_compactors_leave_a_consistent_index(tmp_path: Path) -> None:
-    # Extraction shards on different workers write and compact the same folder at once.
-    writers, parts, per_part = 4, 9, 5
+    # Extraction shards on different workers write and compact the same folder at once. Before
+    # generations were created exclusively, two compactors could write the same generation and
+    # a reader between them read half of each: most writers here then failed.
+    writers, parts, per_part = 4, 12, 5
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [
         subprocess.Popen(
@@ -246,3 +251,34 @@ def test_a_writer_killed_between_files_leaves_no_visible_half_part(
     assert len(list(Path(store.parquet_dir).glob("part-*.parquet"))) == 1  # hidden temps aside
     FeatureStore(str(tmp_path), "abc123", HASHES).write_part([_segment("second")])
     assert FeatureStore(str(tmp_path), "abc123").clip_ids() == {"first", "second"}
+
+
+def test_a_compactor_that_loses_a_generation_merges_again_onto_the_winners_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    store.write_part([_segment("a")])
+    first = compact(store.folder).generation
+    store.write_part([_segment("b")])
+    real_create = storage.create_exclusive
+    won: list[tuple[Path, bytes]] = []
+
+    def rival_first(uri: str, data: bytes) -> bool:
+        # Another host compacts between this compactor's listing and its write, and one more
+        # part is committed after that.
+        monkeypatch.setattr(storage, "create_exclusive", real_create)
+        rival = compact(store.folder)
+        path = Path(store.index_dir, f"compacted-{rival.generation:010d}.parquet")
+        won.append((path, path.read_bytes()))
+        store.write_part([_segment("c")])
+        return real_create(uri, data)
+
+    monkeypatch.setattr(storage, "create_exclusive", rival_first)
+    result = compact(store.folder)
+    [(path, written)] = won
+    assert path.name == f"compacted-{first + 1:010d}.parquet"
+    assert (result.generation, result.parts, result.merged) == (first + 2, 3, 1)
+    assert path.read_bytes() == written  # the winner's file never changed
+    assert index_module.read_parquet(str(path)).column("part").length() == 2
+    fresh = FeatureStore(str(tmp_path), "abc123")
+    assert fresh.clip_ids() == {"a", "b", "c"} and fresh.index().uncompacted == 0
