@@ -154,13 +154,13 @@ def test_reading_some_clips_opens_only_the_parts_that_hold_them(
     for p in range(5):
         store.write_part([_segment(f"clip-{p}-{i}", seed=p * 10 + i) for i in range(3)])
     opened: list[tuple[str, tuple[str, ...]]] = []
-    real = store_module._read_parquet
+    real = store_module.read_part
 
     def counting(uri: str, columns: list[str]):  # type: ignore[no-untyped-def]
         opened.append((uri, tuple(columns)))
         return real(uri, columns)
 
-    monkeypatch.setattr(store_module, "_read_parquet", counting)
+    monkeypatch.setattr(store_module, "read_part", counting)
     assert len(store.clip_ids()) == 15  # from the index: no part is opened
     assert opened == []
     rows = store.read_segments(["clip-2-0", "clip-2-2"], streams=("video",))
