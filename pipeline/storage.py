@@ -7,6 +7,10 @@ fsspec, which needs the matching driver installed (``s3fs`` for s3://).
 Writes are atomic: data goes to a temporary name in the same folder and is renamed into place,
 so a crash never leaves a half-written file under its real name. (Object stores make a PUT
 visible only once complete, which gives the same guarantee.)
+
+Object stores are asked every time: fsspec's listings cache is off. With it, a folder listed
+once hid the files other hosts (or threads) wrote into it afterwards: ``exists`` said False and
+``open`` raised FileNotFoundError for a feature part committed after the listing.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _local(uri: str) -> Path:
 def _fs(uri: str) -> Any:
     import fsspec  # only needed for object stores
 
-    fs, _ = fsspec.core.url_to_fs(uri)
+    fs, _ = fsspec.core.url_to_fs(uri, use_listings_cache=False)
     return fs
 
 

@@ -103,6 +103,99 @@ def test_of_writers_racing_to_create_one_s3_object_exactly_one_wins(
     assert not storage.create_exclusive(uri, b"late")
 
 
+def test_a_file_another_host_writes_after_a_listing_is_seen_at_once(
+    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that listed a folder still sees what another host commits there afterwards
+    (fsspec's listings cache once hid it: ``exists`` False, ``open`` FileNotFoundError)."""
+    import fsspec
+    import s3fs
+
+    from pipeline import storage
+
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    other_host = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]},
+        key="test",
+        secret="test",
+        skip_instance_cache=True,
+    )
+    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
+    other_host.mkdir(bucket)
+    folder = f"s3://{bucket}/features/abc123/parquet"
+    storage.write_bytes(f"{folder}/part-a.parquet", b"a")
+    assert storage.list_files(folder) == [f"{folder}/part-a.parquet"]
+    other_host.pipe_file(f"{bucket}/features/abc123/parquet/part-b.parquet", b"b")
+    assert storage.exists(f"{folder}/part-b.parquet")
+    assert storage.read_bytes(f"{folder}/part-b.parquet") == b"b"
+    assert storage.list_files(folder) == [f"{folder}/part-a.parquet", f"{folder}/part-b.parquet"]
+
+
+def test_compactors_racing_on_s3_lose_no_entry(
+    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extraction shards on several hosts write parts into one S3 feature folder and compact its
+    index at once: each generation is a conditional PUT, a loser merges again onto the winner's,
+    and every part written is in the index a fresh reader sees right after its writer
+    compacted."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from pipeline import storage
+    from pipeline.features.index import IndexReader, compact, entry_table, write_entry
+
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
+    ).mkdir(bucket)
+    folder = f"s3://{bucket}/features/abc123"
+    writers, parts = 8, 6
+    start = threading.Barrier(writers)
+
+    def shard(worker: int) -> set[str]:
+        start.wait()
+        written = set()
+        for p in range(parts):
+            part, clip = f"part-w{worker}-{p}", f"w{worker}-c{p}"
+            rows = pa.table(
+                {
+                    "clip_id": [clip],
+                    "segment_index": pa.array([0], pa.int32()),
+                    "n_segments": pa.array([1], pa.int32()),
+                    "modality": ["video"],
+                    "video_frames": pa.array([2], pa.int32()),
+                    "audio_frames": pa.array([0], pa.int32()),
+                }
+            )
+            # As FeatureStore.write_part: the entry, then the Parquet part that commits it.
+            write_entry(f"{folder}/index", part, entry_table(part, rows, 1))
+            sink = pa.BufferOutputStream()
+            pq.write_table(rows, sink)
+            storage.write_bytes(f"{folder}/parquet/{part}.parquet", bytes(sink.getvalue()))
+            compact(folder)
+            index = IndexReader(folder).read()
+            assert index is not None and clip in index.clip_ids()
+            written.add(clip)
+        return written
+
+    with ThreadPoolExecutor(writers) as pool:
+        written = set().union(*pool.map(shard, range(writers)))
+    assert len(written) == writers * parts
+    final = compact(folder)
+    index = IndexReader(folder).read()
+    assert index is not None and index.clip_ids() == written and final.parts == len(written)
+
+
 def test_pipeline_runs_with_its_data_in_s3(tmp_path: Path, s3_endpoint: dict[str, str]) -> None:
     import s3fs
 
