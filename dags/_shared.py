@@ -82,7 +82,8 @@ def first_retry_delay() -> timedelta:
 def task_settings() -> Settings:
     """The settings a task runs with: the environment's (``PIPELINE_*``), with the warehouse taken
     from the Airflow connection ``stpipe_warehouse`` when it exists (an ``AIRFLOW_CONN_*``
-    variable, a secrets backend or the metadata DB), else from ``PIPELINE_WAREHOUSE_URL``.
+    variable, a secrets backend or the metadata DB), else from ``PIPELINE_WAREHOUSE_URL``, else
+    from the connections file ``PIPELINE_WAREHOUSE_CONNECTIONS_FILE`` names.
 
     Call it inside a task: it looks the connection up through the Task SDK.
     """
@@ -93,12 +94,13 @@ def task_settings() -> Settings:
     from pipeline.warehouse.airflow_connection import (
         WAREHOUSE_CONN_ID,
         warehouse_url_from_connection,
+        with_warehouse_from_connections_file,
     )
 
     try:
         connection = Connection.get(WAREHOUSE_CONN_ID)
     except AirflowNotFoundException:
-        return load_settings()
+        return with_warehouse_from_connections_file(load_settings())
     return load_settings(warehouse_url=warehouse_url_from_connection(connection))
 
 

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     warehouse_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/warehouse.db."
     )
+    warehouse_connections_file: str | None = Field(
+        None,
+        description="An Airflow connections file (JSON) whose connection stpipe_warehouse is "
+        "the warehouse when PIPELINE_WAREHOUSE_URL is unset: what the Compose "
+        "workers' tasks read, so `stpipe` run by hand in a worker writes where the tasks write.",
+    )
     cnn_weights: Annotated[str, Changes(STREAMS, hashed_as="cnn_weights")] = Field(
         "imagenet", description="'imagenet', 'none' (seeded random init) or a weights file path."
     )

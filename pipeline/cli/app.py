@@ -43,6 +43,8 @@ from pipeline.stages import (
 )
 from pipeline.text import terminal_safe
 from pipeline.training.params import DEFAULTS, TrainParams, param_help
+from pipeline.warehouse.airflow_connection import with_warehouse_from_connections_file
+from pipeline.warehouse.connection import redact_url
 from pipeline.warehouse.database import ModelRecord, Warehouse
 
 app = typer.Typer(
@@ -125,7 +127,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        return with_warehouse_from_connections_file(load_settings())
     except PipelineError as exc:
         _fail(exc)
 
@@ -596,8 +598,9 @@ def show_settings() -> None:
     table.add_column("name", style="bold")
     table.add_column("value")
     for name, value in settings.model_dump().items():
-        table.add_row(name, Text(str(value)))
-    table.add_row("warehouse (resolved)", Text(settings.warehouse))
+        shown = redact_url(value) if name == "warehouse_url" and value else str(value)
+        table.add_row(name, Text(shown))
+    table.add_row("warehouse (resolved)", Text(redact_url(settings.warehouse)))
     precision = settings.resolved_precision()
     if settings.cnn_precision == "auto":
         table.add_row("cnn_precision (resolved)", Text(settings.precision_decision.describe()))

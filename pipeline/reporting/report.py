@@ -12,6 +12,7 @@ from rich.text import Text
 from pipeline.config import Settings
 from pipeline.features.store import FeatureStore
 from pipeline.text import terminal_safe
+from pipeline.warehouse.connection import redact_url
 from pipeline.warehouse.database import Warehouse
 from pipeline.warehouse.reports import LabelTally
 
@@ -52,7 +53,7 @@ def pipeline_report(settings: Settings) -> dict[str, Any]:
         "features": store.stats(),
         "locations": {
             "data dir": settings.data_dir,
-            "warehouse": settings.warehouse,
+            "warehouse": redact_url(settings.warehouse),
             "features": store.folder,
             "models": settings.models_root,
             "quarantine": settings.quarantine_root,

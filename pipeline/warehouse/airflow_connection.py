@@ -1,7 +1,8 @@
 """The warehouse's SQLAlchemy URL from an Airflow connection (``stpipe_warehouse``).
 
-Pure: it reads the connection's fields and imports nothing from Airflow, so a DAG task looks the
-connection up (``dags/_shared.py``) and the conversion is tested without Airflow.
+Pure: it reads the connection's fields and imports nothing from Airflow (but to parse a URI in a
+connections file), so a DAG task looks the connection up (``dags/_shared.py``) and the
+conversion is tested without Airflow.
 
 * ``postgres`` / ``postgresql``: ``postgresql+psycopg://login:password@host:port/schema``
   (Airflow keeps the database name in ``schema``); extras that are libpq connection parameters
@@ -9,17 +10,28 @@ connection up (``dags/_shared.py``) and the conversion is tested without Airflow
 * ``sqlite``: ``sqlite:///path``, the path in ``host`` (Airflow's SQLite convention) or in
   ``schema`` (what ``sqlite:////abs/path.db`` parses to).
 * any type: an extra ``{"sqlalchemy_url": "..."}`` is taken as the URL itself.
+
+:func:`with_warehouse_from_connections_file` gives settings without a warehouse URL the one of
+the JSON connections file ``PIPELINE_WAREHOUSE_CONNECTIONS_FILE`` names (the Compose workers'
+secrets backend file), so that ``stpipe`` run by hand in a worker writes where its tasks write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
-from typing import Any, Protocol
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import URL
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 #: The Airflow connection DAG tasks take the warehouse from.
 WAREHOUSE_CONN_ID = "stpipe_warehouse"
@@ -137,3 +149,87 @@ def warehouse_url_from_connection(connection: ConnectionFields) -> str:
         f"the Airflow connection {WAREHOUSE_CONN_ID} has type {connection.conn_type!r}; the "
         'warehouse needs postgres or sqlite (or an extra {"sqlalchemy_url": "..."}).'
     )
+
+
+def warehouse_url_from_connections_file(path: str) -> str:
+    """The warehouse URL of the connection ``stpipe_warehouse`` in an Airflow connections file in
+    JSON, the format Airflow's ``LocalFilesystemBackend`` reads from a ``.json`` file (the Compose
+    workers' secrets backend): connection id -> an object of connection fields, or a URI.
+
+    Raises:
+        ConfigError: the file is missing or is not such JSON, or holds no usable
+            stpipe_warehouse.
+    """
+    try:
+        connections = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"PIPELINE_WAREHOUSE_CONNECTIONS_FILE={path!r} does not exist; point it at the Airflow "
+            "connections file that holds stpipe_warehouse (in Compose: "
+            "/run/secrets/airflow_connections.json), or unset it."
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the Airflow connections file {path} as JSON: {exc}"
+        ) from exc
+    if not isinstance(connections, Mapping) or WAREHOUSE_CONN_ID not in connections:
+        raise ConfigError(
+            f"the Airflow connections file {path} has no connection {WAREHOUSE_CONN_ID}; add it, "
+            "or unset PIPELINE_WAREHOUSE_CONNECTIONS_FILE."
+        )
+    return warehouse_url_from_connection(_file_connection(connections[WAREHOUSE_CONN_ID], path))
+
+
+@dataclass(frozen=True)
+class _FileConnection:
+    """The fields of a connection written as a JSON object."""
+
+    conn_type: str | None = None
+    host: str | None = None
+    schema: str | None = None
+    login: str | None = None
+    password: str | None = None
+    port: int | None = None
+    extra: str | None = None
+
+
+_FILE_FIELDS = {"conn_id", "description", "extra_dejson", *_FileConnection.__dataclass_fields__}
+
+
+def _file_connection(value: Any, path: str) -> ConnectionFields:
+    if isinstance(value, str):  # a URI: parsed as Airflow parses it
+        with _quiet_logger("airflow"):  # its configuration's start-up lines are not ours
+            from airflow.sdk import Connection
+
+        connection: ConnectionFields = Connection.from_uri(value, conn_id=WAREHOUSE_CONN_ID)
+        return connection
+    if not isinstance(value, Mapping) or set(value) - _FILE_FIELDS:
+        raise ConfigError(
+            f"{WAREHOUSE_CONN_ID} in {path} must be a URI or an object of connection fields "
+            f"({', '.join(sorted(_FILE_FIELDS))})"
+        )
+    fields = {k: v for k, v in value.items() if k in _FileConnection.__dataclass_fields__}
+    extra = value.get("extra_dejson", fields.get("extra"))
+    if isinstance(extra, Mapping):
+        fields["extra"] = json.dumps(extra)
+    return _FileConnection(**fields)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def with_warehouse_from_connections_file(settings: Settings) -> Settings:
+    """``settings``, with the warehouse of ``PIPELINE_WAREHOUSE_CONNECTIONS_FILE`` if they name
+    that file and no warehouse URL (an explicit URL, or a task's Airflow connection, wins)."""
+    if settings.warehouse_url or not settings.warehouse_connections_file:
+        return settings
+    url = warehouse_url_from_connections_file(settings.warehouse_connections_file)
+    return settings.model_copy(update={"warehouse_url": url})

@@ -55,7 +55,7 @@ class WarehouseConnection:
             engine = _make_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(
-                f"cannot use warehouse URL {_redact(url)!r}: {exc}. Expected e.g. "
+                f"cannot use warehouse URL {redact_url(url)!r}: {exc}. Expected e.g. "
                 "sqlite:////abs/path/warehouse.db or postgresql+psycopg://user@host:5432/db"
             ) from exc
         warehouse = cls(engine)
@@ -68,7 +68,7 @@ class WarehouseConnection:
                 if problem is None:
                     raise
                 raise InfrastructureError(
-                    f"cannot open the warehouse {_redact(url)}: {problem}"
+                    f"cannot open the warehouse {redact_url(url)}: {problem}"
                 ) from exc
         return warehouse
 
@@ -217,7 +217,8 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with its password shown as ``***`` (as it is safe to print or log)."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:

@@ -179,6 +179,7 @@ ALTERNATIVES: dict[str, tuple[Any, ...]] = {
     "data_dir": ("/elsewhere/data",),
     "landing_dir": ("/elsewhere/landing",),
     "warehouse_url": ("postgresql+psycopg://u@h/db",),
+    "warehouse_connections_file": ("/run/secrets/airflow_connections.json",),
     "cnn_weights": ("none", WEIGHTS_FILE),
     "image_size": (64,),
     "cnn_precision": ("bfloat16",),

@@ -425,20 +425,27 @@ def test_the_worker_reads_the_warehouse_connection_from_its_secret(
     from airflow.sdk import Connection
     from airflow.secrets.local_filesystem import LocalFilesystemBackend
 
-    from pipeline.warehouse.airflow_connection import warehouse_url_from_connection
+    from pipeline.warehouse.airflow_connection import (
+        warehouse_url_from_connection,
+        warehouse_url_from_connections_file,
+    )
 
     environment = deployment.services["airflow-worker"]["environment"]
     backend = environment["AIRFLOW__WORKERS__SECRETS_BACKEND"]
     assert backend == "airflow.secrets.local_filesystem.LocalFilesystemBackend"
     kwargs = json.loads(environment["AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS"])
     assert kwargs == {"connections_file_path": "/run/secrets/airflow_connections.json"}
+    # `stpipe` run by hand in a worker reads the same file (tests/e2e/test_cli_warehouse.py).
+    assert environment["PIPELINE_WAREHOUSE_CONNECTIONS_FILE"] == kwargs["connections_file_path"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "airflow_connections.json")
         path.write_text(deployment.secrets["airflow_connections"])
         reader = LocalFilesystemBackend(connections_file_path=str(path))
         reader._set_connection_class(Connection)
         connection = reader.get_connection("stpipe_warehouse")
+        by_hand = warehouse_url_from_connections_file(str(path))
     assert connection is not None
+    assert by_hand == warehouse_url_from_connection(connection)  # the CLI's reading is Airflow's
     password = deployment.secrets["warehouse_writer_password"]
     assert warehouse_url_from_connection(connection) == (
         f"postgresql+psycopg://stpipe_writer:{password}@postgres:5432/warehouse"
