@@ -68,28 +68,41 @@ def s3_endpoint() -> Iterator[dict[str, str]]:
         server.wait(timeout=10)
 
 
-def test_of_writers_racing_to_create_one_s3_object_exactly_one_wins(
-    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What makes the deployment's ``auto`` precision one decision on an object store too: a
-    conditional PUT, refused once the key exists."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import fsspec
+def _other_host(s3_endpoint: dict[str, str]) -> Any:
+    """An S3 file system of its own, as another host has."""
     import s3fs
 
-    from pipeline import storage
+    return s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]},
+        key="test",
+        secret="test",
+        skip_instance_cache=True,
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket, with this process's environment pointing at the S3 server."""
+    import fsspec
 
     for key, value in s3_endpoint.items():
         monkeypatch.setenv(key, value)
     fsspec.AbstractFileSystem.clear_instance_cache()
     bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
-    s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
-    ).mkdir(bucket)
+    _other_host(s3_endpoint).mkdir(bucket)
+    return bucket
+
+
+def test_of_writers_racing_to_create_one_s3_object_exactly_one_wins(s3_bucket: str) -> None:
+    """What makes the deployment's ``auto`` precision one decision on an object store too: a
+    conditional PUT, refused once the key exists."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import storage
+
     for attempt in range(5):
-        uri = f"s3://{bucket}/features/{attempt}/precision.json"
+        uri = f"s3://{s3_bucket}/features/{attempt}/precision.json"
         start = threading.Barrier(8)
 
         def create(i: int, uri: str = uri, start: threading.Barrier = start) -> bool:
@@ -104,26 +117,13 @@ def test_of_writers_racing_to_create_one_s3_object_exactly_one_wins(
 
 
 def test_a_file_another_host_writes_after_a_listing_is_seen_at_once(
-    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    s3_endpoint: dict[str, str], s3_bucket: str
 ) -> None:
     """A reader that listed a folder still sees what another host commits there afterwards
     (fsspec's listings cache once hid it: ``exists`` False, ``open`` FileNotFoundError)."""
-    import fsspec
-    import s3fs
-
     from pipeline import storage
 
-    for key, value in s3_endpoint.items():
-        monkeypatch.setenv(key, value)
-    fsspec.AbstractFileSystem.clear_instance_cache()
-    other_host = s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]},
-        key="test",
-        secret="test",
-        skip_instance_cache=True,
-    )
-    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
-    other_host.mkdir(bucket)
+    bucket, other_host = s3_bucket, _other_host(s3_endpoint)
     folder = f"s3://{bucket}/features/abc123/parquet"
     storage.write_bytes(f"{folder}/part-a.parquet", b"a")
     assert storage.list_files(folder) == [f"{folder}/part-a.parquet"]
@@ -133,9 +133,7 @@ def test_a_file_another_host_writes_after_a_listing_is_seen_at_once(
     assert storage.list_files(folder) == [f"{folder}/part-a.parquet", f"{folder}/part-b.parquet"]
 
 
-def test_compactors_racing_on_s3_lose_no_entry(
-    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_compactors_racing_on_s3_lose_no_entry(s3_bucket: str) -> None:
     """Extraction shards on several hosts write parts into one S3 feature folder and compact its
     index at once: each generation is a conditional PUT, a loser merges again onto the winner's,
     and every part written is in the index a fresh reader sees right after its writer
@@ -143,22 +141,13 @@ def test_compactors_racing_on_s3_lose_no_entry(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import fsspec
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import s3fs
 
     from pipeline import storage
     from pipeline.features.index import IndexReader, compact, entry_table, write_entry
 
-    for key, value in s3_endpoint.items():
-        monkeypatch.setenv(key, value)
-    fsspec.AbstractFileSystem.clear_instance_cache()
-    bucket = f"stpipe-{uuid.uuid4().hex[:8]}"
-    s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}, key="test", secret="test"
-    ).mkdir(bucket)
-    folder = f"s3://{bucket}/features/abc123"
+    folder = f"s3://{s3_bucket}/features/abc123"
     writers, parts = 8, 6
     start = threading.Barrier(writers)
 
