@@ -243,7 +243,7 @@ class Compaction:
     """What :func:`compact` did."""
 
     generation: int  # the newest generation after compaction
-    parts: int  # parts it covers
+    parts: int  # parts it covers (0: it lost the race every time and left the work to others)
     merged: int  # entries merged into it this time (0: nothing to do, nothing written)
 
 
@@ -344,7 +344,7 @@ def _list_index(index_dir: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file whole, through one open native file.
+    """Read a Parquet file (``columns`` of it, or all) through one open native handle.
 
     A path given to pyarrow is opened once for the footer and again for the pages, so a file
     removed in between would be half-read; one handle avoids that. The handle is Arrow's own
