@@ -212,6 +212,11 @@ def _file_connection(value: Any, path: str) -> ConnectionFields:
     extra = value.get("extra_dejson", fields.get("extra"))
     if isinstance(extra, Mapping):
         fields["extra"] = json.dumps(extra)
+    port = fields.get("port")
+    if isinstance(port, str) and port.isdigit():
+        fields["port"] = int(port)
+    elif port is not None and (not isinstance(port, int) or isinstance(port, bool)):
+        raise ConfigError(f"{WAREHOUSE_CONN_ID} in {path}: port {port!r} is not a port number")
     return _FileConnection(**fields)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.errors import ConfigError
-from pipeline.warehouse.airflow_connection import warehouse_url_from_connection
+from pipeline.warehouse.airflow_connection import (
+    warehouse_url_from_connection,
+    warehouse_url_from_connections_file,
+)
 from pipeline.warehouse.database import Warehouse
 
 #: Every character a URL or a shell could get wrong.
@@ -102,6 +106,85 @@ def test_an_explicit_sqlalchemy_url_extra_wins() -> None:
 def test_an_unusable_connection_says_what_to_fix(connection: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         warehouse_url_from_connection(_from_json(connection))
+
+
+def _connections_file(tmp_path: Path, content: Any) -> str:
+    path = tmp_path / "airflow_connections.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "warehouse",
+    [
+        {
+            "conn_type": "postgres",
+            "host": "postgres",
+            "port": "5432",
+            "schema": "warehouse",
+            "login": "stpipe_writer",
+            "password": _AWKWARD_PASSWORD,
+            "extra": {"sslmode": "require"},
+        },
+        {
+            "conn_type": "postgres",
+            "host": "postgres",
+            "port": 5432,
+            "schema": "warehouse",
+            "login": "stpipe_writer",
+            "password": _AWKWARD_PASSWORD,
+            "extra_dejson": {"sslmode": "require"},
+        },
+    ],
+)
+def test_a_connections_file_gives_what_airflows_own_reader_gives(
+    tmp_path: Path, warehouse: dict[str, Any]
+) -> None:
+    from airflow.secrets.local_filesystem import LocalFilesystemBackend
+
+    path = _connections_file(tmp_path, {"other": "sqlite://%2Fx.db", "stpipe_warehouse": warehouse})
+    by_airflow = LocalFilesystemBackend(connections_file_path=path).get_connection(
+        "stpipe_warehouse"
+    )
+    assert by_airflow is not None
+    url = warehouse_url_from_connections_file(path)
+    assert url == warehouse_url_from_connection(by_airflow)
+    parsed = sa.engine.make_url(url)
+    assert (parsed.password, parsed.port, parsed.query) == (
+        _AWKWARD_PASSWORD,
+        5432,
+        {"sslmode": "require"},
+    )
+
+
+def test_a_connections_file_may_hold_a_uri(tmp_path: Path) -> None:
+    path = _connections_file(
+        tmp_path, {"stpipe_warehouse": "postgres://stpipe_writer:pw@postgres:5432/warehouse"}
+    )
+    assert warehouse_url_from_connections_file(path) == (
+        "postgresql+psycopg://stpipe_writer:pw@postgres:5432/warehouse"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "as JSON"),
+        ({"other": {"conn_type": "sqlite", "host": "/x.db"}}, "has no connection stpipe_warehouse"),
+        ({"stpipe_warehouse": {"conn_type": "sqlite", "hots": "/x.db"}}, "must be a URI or"),
+        ({"stpipe_warehouse": {"conn_type": "postgres", "port": "54x"}}, "is not a port number"),
+        ({"stpipe_warehouse": {"conn_type": "mysql", "host": "db"}}, "needs postgres or sqlite"),
+    ],
+)
+def test_an_unusable_connections_file_says_what_to_fix(
+    tmp_path: Path, content: Any, message: str
+) -> None:
+    path = (
+        str(tmp_path / "missing.json") if content is None else _connections_file(tmp_path, content)
+    )
+    with pytest.raises(ConfigError, match=message):
+        warehouse_url_from_connections_file(path)
 
 
 def test_the_module_imports_nothing_from_airflow() -> None:
