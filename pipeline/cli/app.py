@@ -121,7 +121,7 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[handler],
         force=True,
     )
-    for noisy in ("numba", "matplotlib", "absl", "h5py", "PIL"):
+    for noisy in ("numba", "matplotlib", "absl", "h5py", "PIL", "airflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

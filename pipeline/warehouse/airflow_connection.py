@@ -18,10 +18,8 @@ secrets backend file), so that ``stpipe`` run by hand in a worker writes where i
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -198,8 +196,7 @@ _FILE_FIELDS = {"conn_id", "description", "extra_dejson", *_FileConnection.__dat
 
 def _file_connection(value: Any, path: str) -> ConnectionFields:
     if isinstance(value, str):  # a URI: parsed as Airflow parses it
-        with _quiet_logger("airflow"):  # its configuration's start-up lines are not ours
-            from airflow.sdk import Connection
+        from airflow.sdk import Connection
 
         connection: ConnectionFields = Connection.from_uri(value, conn_id=WAREHOUSE_CONN_ID)
         return connection
@@ -218,17 +215,6 @@ def _file_connection(value: Any, path: str) -> ConnectionFields:
     elif port is not None and (not isinstance(port, int) or isinstance(port, bool)):
         raise ConfigError(f"{WAREHOUSE_CONN_ID} in {path}: port {port!r} is not a port number")
     return _FileConnection(**fields)
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def with_warehouse_from_connections_file(settings: Settings) -> Settings:
